@@ -1,0 +1,53 @@
+"""Test setup: import the pack folder as the package ``rerender_video`` and share real data.
+
+Unit tests never need ComfyUI; integration tests read the checkout from ``COMFYUI_ROOT`` and skip,
+saying so, when it is unset.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+sys.path.insert(0, str(ROOT))
+from rerender_cli import load_pack  # noqa: E402
+
+load_pack()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets a fresh cache folder, so no test reads another's cached results."""
+    monkeypatch.setenv("RERENDER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def megamind_path() -> Path:
+    """Path of the bundled Megamind.avi (720×528, 270 frames, 24000/1001 fps, no audio)."""
+    return DATA / "Megamind.avi"
+
+
+@pytest.fixture(scope="session")
+def comfyui_root() -> Path:
+    """The ComfyUI checkout for integration tests; skips the test when ``COMFYUI_ROOT`` is unset."""
+    root = os.environ.get("COMFYUI_ROOT")
+    if not root:
+        pytest.skip("integration test: set COMFYUI_ROOT to a ComfyUI checkout to run it")
+    return Path(root)
+
+
+@pytest.fixture(scope="session")
+def megamind_frames(megamind_path):
+    """The first 60 decoded frames of Megamind.avi as an IMAGE batch ``[60,528,720,3]`` float32.
+
+    Decoded frame 0 is black (a fade-in); shots change at the cuts listed in tests/data/README.md.
+    """
+    from rerender_video.videoio.reader import load_frames
+
+    return load_frames(megamind_path, frame_load_cap=60).images
