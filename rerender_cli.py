@@ -8,7 +8,6 @@ tests import it.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,15 +17,19 @@ PACK_ROOT = Path(__file__).resolve().parent
 
 
 def load_pack() -> ModuleType:
-    """Import the pack folder as the package ``rerender_video`` (once) and return it."""
+    """Make the pack folder importable as the package ``rerender_video`` and return the package.
+
+    The package's ``__init__.py`` (node registration) is not run, so algorithm modules import
+    without loading every node; ``import rerender_video.nodes`` registers the nodes when needed.
+    """
     if PACKAGE_NAME in sys.modules:
         return sys.modules[PACKAGE_NAME]
-    spec = importlib.util.spec_from_file_location(
-        PACKAGE_NAME, PACK_ROOT / "__init__.py", submodule_search_locations=[str(PACK_ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE_NAME] = module
-    spec.loader.exec_module(module)
-    return module
+    package = ModuleType(PACKAGE_NAME, __doc__)
+    package.__path__ = [str(PACK_ROOT)]
+    package.__file__ = str(PACK_ROOT / "__init__.py")
+    package.__package__ = PACKAGE_NAME
+    sys.modules[PACKAGE_NAME] = package
+    return package
 
 
 if __name__ == "__main__":

@@ -1,0 +1,124 @@
+"""Keyframe selection shared by flow, propagation and the keyframe renderer: the KEYFRAMES object.
+
+Rules (Rerender §4; ``rerender_spec.md`` §1.3):
+
+* **uniform**: every ``interval``-th frame starting at frame 0 (``0, K, 2K, …``). Frame 0 is the
+  *anchor*. Frames after the last keyframe are propagated forward only; no extra keyframe is forced
+  at the end (that would cost a diffusion render for a short tail).
+* **explicit**: a user list such as ``"0, 12, 30"``; frames before the first keyframe are propagated
+  backward only.
+
+Intervals between consecutive keyframes may differ; propagation and blending handle that.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from .checks import check_indices
+from .errors import input_error
+
+
+@dataclass(frozen=True)
+class Keyframes:
+    """The KEYFRAMES object: sorted, unique keyframe indices into a video of ``frame_count`` frames.
+
+    Attributes:
+        indices: sorted frame indices (0-based, in loaded-frame numbering).
+        frame_count: number of frames of the video.
+        mode: how they were chosen (``"uniform"``, ``"explicit"``, ``"scene_cuts"``).
+    """
+
+    indices: tuple[int, ...]
+    frame_count: int
+    mode: str = "explicit"
+
+    @property
+    def anchor(self) -> int:
+        """The first keyframe, rendered first; every later keyframe attends to it."""
+        return self.indices[0]
+
+    def segments(self) -> list[tuple[int | None, int | None, range]]:
+        """Frames between keyframes: ``(previous_key, next_key, frames)`` triples covering the video.
+
+        ``previous_key`` is ``None`` for frames before the first keyframe, ``next_key`` is ``None``
+        after the last one. Keyframes themselves are not in any ``frames`` range.
+
+        Example:
+            >>> Keyframes((0, 4), 7).segments()
+            [(0, 4, range(1, 4)), (4, None, range(5, 7))]
+        """
+        bounds = [None, *self.indices, None]
+        segments = []
+        for previous_key, next_key in zip(bounds[:-1], bounds[1:]):
+            start = 0 if previous_key is None else previous_key + 1
+            stop = self.frame_count if next_key is None else next_key
+            if stop > start:
+                segments.append((previous_key, next_key, range(start, stop)))
+        return segments
+
+
+def uniform(frame_count: int, interval: int) -> Keyframes:
+    """Every ``interval``-th frame from frame 0.
+
+    Raises:
+        InputError: ``interval`` < 1, or ``interval`` ≥ ``frame_count`` with more than one frame
+            (only one keyframe: nothing to blend between).
+
+    Example:
+        >>> uniform(25, 10).indices
+        (0, 10, 20)
+    """
+    if interval < 1:
+        raise input_error("keyframe_interval", "an interval K >= 1", interval, "use 5 to 20, as the paper does")
+    if frame_count > 1 and interval >= frame_count:
+        raise input_error("keyframe_interval", f"an interval smaller than the frame count ({frame_count})",
+                          interval, f"use at most {frame_count - 1}, or list keyframes explicitly")
+    return Keyframes(tuple(range(0, frame_count, interval)), frame_count, "uniform")
+
+
+def parse_list(text: str, frame_count: int) -> Keyframes:
+    """Keyframes from a comma- or space-separated list, e.g. ``"0, 12, 30"``.
+
+    Raises:
+        InputError: text that is not a list of integers, an empty list, an index out of range or a
+            duplicate.
+
+    Example:
+        >>> parse_list("0, 8 16", 20).indices
+        (0, 8, 16)
+    """
+    tokens = [token for token in re.split(r"[,\s;]+", text.strip()) if token]
+    bad = [token for token in tokens if not re.fullmatch(r"\d+", token)]
+    if bad:
+        raise input_error("keyframe_indices", "comma-separated frame numbers such as '0, 10, 20'", bad,
+                          "write whole, non-negative frame numbers")
+    indices = check_indices([int(token) for token in tokens], frame_count, "keyframe_indices")
+    return Keyframes(tuple(indices), frame_count, "explicit")
+
+
+def resolve(frame_count: int, interval: int = 0, explicit: str = "",
+            keyframes: Keyframes | None = None) -> Keyframes:
+    """Pick keyframes the way the nodes expose them: a KEYFRAMES input wins, then an explicit list,
+    then the uniform interval.
+
+    Raises:
+        InputError: from :func:`uniform` / :func:`parse_list`, or a KEYFRAMES object made for a video
+            of another length.
+    """
+    if keyframes is not None:
+        if keyframes.frame_count != frame_count:
+            raise input_error("keyframes", f"KEYFRAMES for {frame_count} frames",
+                              f"KEYFRAMES for {keyframes.frame_count} frames",
+                              "connect the Keyframe Selection node to the same frames")
+        return keyframes
+    if explicit.strip():
+        return parse_list(explicit, frame_count)
+    return uniform(frame_count, interval)
+
+
+def from_indices(indices: Sequence[int], frame_count: int, mode: str = "explicit") -> Keyframes:
+    """Validated :class:`Keyframes` from a sequence of indices (sorted; no duplicates allowed)."""
+    return Keyframes(tuple(check_indices(indices, frame_count, "keyframe_indices")), frame_count, mode)
