@@ -7,6 +7,8 @@ Rules (Rerender §4; ``rerender_spec.md`` §1.3):
   at the end (that would cost a diffusion render for a short tail).
 * **explicit**: a user list such as ``"0, 12, 30"``; frames before the first keyframe are propagated
   backward only.
+* **scene_cuts**: uniform within each shot, restarting at every shot start found by
+  :func:`common.scene_cuts.detect_scene_cuts`; no frame is propagated across a cut.
 
 Intervals between consecutive keyframes may differ; propagation and blending handle that.
 """
@@ -29,11 +31,13 @@ class Keyframes:
         indices: sorted frame indices (0-based, in loaded-frame numbering).
         frame_count: number of frames of the video.
         mode: how they were chosen (``"uniform"``, ``"explicit"``, ``"scene_cuts"``).
+        shot_starts: frames that start a new shot (after a cut); propagation never crosses them.
     """
 
     indices: tuple[int, ...]
     frame_count: int
     mode: str = "explicit"
+    shot_starts: tuple[int, ...] = ()
 
     @property
     def anchor(self) -> int:
@@ -43,21 +47,34 @@ class Keyframes:
     def segments(self) -> list[tuple[int | None, int | None, range]]:
         """Frames between keyframes: ``(previous_key, next_key, frames)`` triples covering the video.
 
-        ``previous_key`` is ``None`` for frames before the first keyframe, ``next_key`` is ``None``
-        after the last one. Keyframes themselves are not in any ``frames`` range.
+        ``previous_key`` is ``None`` for frames before the first keyframe (and for frames of a shot
+        that starts after ``previous_key``), ``next_key`` is ``None`` after the last keyframe (and
+        when a shot starts between the frames and ``next_key``). Keyframes are in no ``frames`` range.
 
         Example:
             >>> Keyframes((0, 4), 7).segments()
             [(0, 4, range(1, 4)), (4, None, range(5, 7))]
+            >>> Keyframes((0, 3, 5), 8, "scene_cuts", shot_starts=(5,)).segments()
+            [(0, 3, range(1, 3)), (3, None, range(4, 5)), (5, None, range(6, 8))]
         """
         bounds = [None, *self.indices, None]
         segments = []
         for previous_key, next_key in zip(bounds[:-1], bounds[1:]):
             start = 0 if previous_key is None else previous_key + 1
             stop = self.frame_count if next_key is None else next_key
-            if stop > start:
-                segments.append((previous_key, next_key, range(start, stop)))
+            segments.extend(self._split_at_shots(previous_key, next_key, start, stop))
         return segments
+
+    def _split_at_shots(self, previous_key, next_key, start, stop):
+        cuts = [cut for cut in self.shot_starts if start < cut <= stop]
+        edges = [start, *cuts, stop]
+        pieces = []
+        for piece, (first, end) in enumerate(zip(edges[:-1], edges[1:])):
+            before = previous_key if piece == 0 else None
+            after = next_key if piece == len(edges) - 2 and end == stop and stop not in cuts else None
+            if end > first:
+                pieces.append((before, after, range(first, end)))
+        return pieces
 
 
 def uniform(frame_count: int, interval: int) -> Keyframes:
@@ -97,6 +114,21 @@ def parse_list(text: str, frame_count: int) -> Keyframes:
                           "write whole, non-negative frame numbers")
     indices = check_indices([int(token) for token in tokens], frame_count, "keyframe_indices")
     return Keyframes(tuple(indices), frame_count, "explicit")
+
+
+def scene_aware(frame_count: int, interval: int, shot_starts: Sequence[int]) -> Keyframes:
+    """Uniform keyframes restarted at every shot start, so a cut always begins a new keyframe.
+
+    Example:
+        >>> scene_aware(30, 10, [12]).indices
+        (0, 10, 12, 22)
+    """
+    if interval < 1:
+        raise input_error("keyframe_interval", "an interval K >= 1", interval, "use 5 to 20, as the paper does")
+    starts = sorted({0, *(int(s) for s in shot_starts if 0 < int(s) < frame_count)})
+    ends = [*starts[1:], frame_count]
+    indices = [index for start, end in zip(starts, ends) for index in range(start, end, interval)]
+    return Keyframes(tuple(indices), frame_count, "scene_cuts", tuple(starts[1:]))
 
 
 def resolve(frame_count: int, interval: int = 0, explicit: str = "",

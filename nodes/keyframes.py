@@ -1,0 +1,62 @@
+"""Rerender Keyframe Selection: which frames the diffusion model renders (the KEYFRAMES object)."""
+
+from __future__ import annotations
+
+from ..common import keyframes as keyframe_rules
+from ..common.checks import check_image_batch
+from ..common.scene_cuts import DEFAULT_THRESHOLD, detect_scene_cuts
+
+
+class RerenderKeyframeSelection:
+    DESCRIPTION = (
+        "Chooses the keyframes that the diffusion model renders; every other frame is filled by "
+        "EbSynth propagation from its neighbouring keyframes (Rerender §4). 'uniform' takes every "
+        "K-th frame from frame 0 (the paper; K = 5–20), 'explicit' takes your list, 'scene_cuts' is "
+        "uniform within each shot and always starts a new keyframe at a cut, so no frame is "
+        "propagated across two shots.")
+    CATEGORY = "Rerender/keyframes"
+    FUNCTION = "select"
+    RETURN_TYPES = ("KEYFRAMES", "STRING", "IMAGE")
+    RETURN_NAMES = ("keyframes", "indices", "keyframe_images")
+    OUTPUT_TOOLTIPS = (
+        "The keyframe selection, for Estimate Flow, Keyframe Renderer and EbSynth Propagate.",
+        "The keyframe indices as text, e.g. '0, 10, 20'.",
+        "The selected frames, IMAGE [M,H,W,3], in keyframe order.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "frames": ("IMAGE", {"tooltip": "The video frames, IMAGE [N,H,W,3]."}),
+            "mode": (["uniform", "explicit", "scene_cuts"], {
+                "default": "uniform",
+                "tooltip": "uniform: every K-th frame; explicit: the list below; scene_cuts: every "
+                           "K-th frame within each shot, plus the first frame of every shot."}),
+            "keyframe_interval": ("INT", {
+                "default": 10, "min": 1, "max": 1000,
+                "tooltip": "K, frames between keyframes (uniform and scene_cuts). Smaller K follows "
+                           "fast motion better but renders more keyframes."}),
+            "keyframe_indices": ("STRING", {
+                "default": "", "multiline": False,
+                "tooltip": "Explicit mode: comma-separated frame numbers, 0-based, e.g. '0, 12, 30'."}),
+            "cut_threshold": ("FLOAT", {
+                "default": DEFAULT_THRESHOLD, "min": 1.0, "max": 255.0, "step": 0.5,
+                "tooltip": "scene_cuts mode: mean grey-level difference (0–255) between consecutive "
+                           "frames above which a cut is declared. Lower finds more cuts."}),
+        }}
+
+    def select(self, frames, mode, keyframe_interval, keyframe_indices, cut_threshold):
+        frames = check_image_batch(frames, "frames")
+        count = frames.shape[0]
+        if mode == "explicit":
+            selection = keyframe_rules.parse_list(keyframe_indices, count)
+        elif mode == "scene_cuts":
+            cuts = detect_scene_cuts(frames, cut_threshold)
+            selection = keyframe_rules.scene_aware(count, keyframe_interval, cuts)
+        else:
+            selection = keyframe_rules.uniform(count, keyframe_interval)
+        text = ", ".join(str(index) for index in selection.indices)
+        return (selection, text, frames[list(selection.indices)])
+
+
+NODE_CLASS_MAPPINGS = {"RerenderKeyframeSelection": RerenderKeyframeSelection}
+NODE_DISPLAY_NAME_MAPPINGS = {"RerenderKeyframeSelection": "Rerender Keyframe Selection"}
