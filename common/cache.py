@@ -114,6 +114,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                                          dir=target.parent)
     os.close(handle)
     temp = Path(temp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp, 0o666 & ~umask)  # mkstemp creates the file private (0600); published files are not
     try:
         yield temp
         os.replace(temp, target)

@@ -103,3 +103,21 @@ def model_folders(folder_name: str) -> list[Path]:
     if folder_name not in module.folder_names_and_paths:
         module.add_model_folder_path(folder_name, os.path.join(module.models_dir, folder_name), is_default=True)
     return [Path(p) for p in module.get_folder_paths(folder_name)]
+
+
+def torch_device() -> torch.device:
+    """ComfyUI's compute device (honours ``--cpu``), or CUDA when available outside ComfyUI, else CPU."""
+    try:
+        import comfy.model_management  # type: ignore[import-not-found]
+    except ImportError:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return comfy.model_management.get_torch_device()
+
+
+def metadata_disabled() -> bool:
+    """True when ComfyUI runs with ``--disable-metadata`` (saved files then carry no workflow)."""
+    try:
+        from comfy.cli_args import args  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    return bool(getattr(args, "disable_metadata", False))

@@ -29,7 +29,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def megamind_path() -> Path:
-    """Path of the bundled Megamind.avi (720×528, 270 frames, 24000/1001 fps, no audio)."""
+    """Path of the bundled Megamind.avi (720×528, 270 frames, 24000/1001 fps, AC3 audio)."""
     return DATA / "Megamind.avi"
 
 
