@@ -37,11 +37,12 @@ def _check(image: torch.Tensor, flow: torch.Tensor) -> None:
 def sampling_grid(flow: torch.Tensor) -> torch.Tensor:
     """Normalised ``grid_sample`` grid ``[B,H,W,2]`` for a pixel flow ``[B,H,W,2]`` (align_corners=True)."""
     _, height, width, _ = flow.shape
-    ys = torch.arange(height, device=flow.device, dtype=flow.dtype)
-    xs = torch.arange(width, device=flow.device, dtype=flow.dtype)
-    x = (xs.view(1, 1, width) + flow[..., 0]) * (2.0 / max(width - 1, 1)) - 1.0
-    y = (ys.view(1, height, 1) + flow[..., 1]) * (2.0 / max(height - 1, 1)) - 1.0
-    return torch.stack((x, y), dim=-1)
+    scale_x, scale_y = 2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)
+    xs = torch.arange(width, device=flow.device, dtype=flow.dtype) * scale_x - 1.0
+    ys = torch.arange(height, device=flow.device, dtype=flow.dtype) * scale_y - 1.0
+    identity = torch.stack(torch.broadcast_tensors(xs.view(1, width), ys.view(height, 1)), dim=-1)
+    # One fused pass over the flow (slicing its channels and stacking them back costs 3x more on the CPU).
+    return torch.addcmul(identity, flow, torch.tensor([scale_x, scale_y], device=flow.device, dtype=flow.dtype))
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear", padding: str = "border") -> torch.Tensor:

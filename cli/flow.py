@@ -1,0 +1,134 @@
+"""``rerender_cli.py flow VIDEO``: optical flow and occlusion masks of a video, with a preview mp4.
+
+Example::
+
+    python rerender_cli.py flow tests/data/Megamind.avi --frames 48 --output megamind_flow.mp4
+
+The preview shows, for each frame pair (i, j), the motion i → j in the flow colour wheel (left, with a
+key in the corner) next to frame j in grey with its occluded pixels in red (right). The flows stay in
+the disk cache (its folder is printed), where Rerender Estimate Flow finds them for the same frames
+and settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+DEFAULT_MODELS_SUBDIR = Path("models", "optical_flow")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``flow`` command."""
+    from ..flow.dis import DEFAULT_PRESET, PRESETS
+    from ..flow.occlusion import ALPHA, BETA
+    from ..flow.pairs import PAIR_MODES
+    from ..flow.raft import RAFT_MODELS
+
+    parser = subparsers.add_parser(
+        "flow", help="compute optical flow + occlusion masks of a video and write a preview mp4",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("video", type=Path, help="input video file")
+    parser.add_argument("--output", "-o", type=Path, default=None,
+                        help="preview mp4 to write (default: <video name>_flow.mp4 in the current folder)")
+    parser.add_argument("--backend", choices=("dis", *RAFT_MODELS), default="dis",
+                        help="dis (OpenCV, CPU, no weights; default) or a torchvision RAFT")
+    parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="DIS preset")
+    parser.add_argument("--raft-weights", type=Path, default=None,
+                        help="RAFT state dict (.pth/.safetensors); default: found in --models-dir")
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help="folder with RAFT weights (default: $COMFYUI_ROOT/models/optical_flow, "
+                             "else ./models/optical_flow)")
+    parser.add_argument("--frames", type=int, default=0, help="load at most N frames (0 = all)")
+    parser.add_argument("--skip", type=int, default=0, help="skip the first N frames")
+    parser.add_argument("--every", type=int, default=1, help="keep every N-th frame")
+    parser.add_argument("--width", type=int, default=0, help="resize to this width (0 = keep)")
+    parser.add_argument("--height", type=int, default=0, help="resize to this height (0 = keep)")
+    parser.add_argument("--pair-mode", choices=PAIR_MODES, default="consecutive", help="which frame pairs")
+    parser.add_argument("--keyframe-interval", type=int, default=10, help="keyframe interval K (keyframes modes)")
+    parser.add_argument("--keyframe-indices", default="", help="explicit keyframes, e.g. '0,12,30'")
+    parser.add_argument("--alpha", type=float, default=ALPHA, help="occlusion check α (squared form)")
+    parser.add_argument("--beta", type=float, default=BETA, help="occlusion check β in px²")
+    parser.set_defaults(func=run)
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    if args.models_dir is not None:
+        return args.models_dir
+    root = os.environ.get("COMFYUI_ROOT")
+    return Path(root, DEFAULT_MODELS_SUBDIR) if root else Path.cwd() / DEFAULT_MODELS_SUBDIR
+
+
+def _backend(args: argparse.Namespace):
+    import torch
+
+    from ..flow.dis import DisFlow
+    from ..flow.raft import RaftFlow, find_weights
+
+    if args.backend == "dis":
+        return DisFlow(args.preset)
+    weights = args.raft_weights or find_weights(args.backend, [_models_dir(args)])
+    return RaftFlow(weights, model=args.backend, device="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def preview_frames(flows, frames):
+    """Side-by-side preview frames ``[H,2W,3]``, one per pair, made one at a time: flow colours with a
+    wheel key in the corner | frame j in grey with occluded pixels in red."""
+    import numpy as np
+    import torch
+
+    from ..flow.visualize import flow_to_color, motion_scale, occlusion_overlay, wheel_legend
+
+    scale = motion_scale(flows)
+    height, width = flows.frame_size
+    key_size = min(96, height // 4, width // 4)
+    key = wheel_legend(key_size) if key_size >= 16 else None
+    for row, (_, target) in enumerate(flows.pairs):
+        colours = flow_to_color(-torch.from_numpy(np.array(flows.backward[row])), scale)
+        if key is not None:
+            colours[4:4 + key_size, 4:4 + key_size] = key
+        mask = torch.from_numpy(np.array(flows.occlusion_backward[row]))
+        overlay = occlusion_overlay(frames[target][None], mask[None])[0]
+        yield torch.cat((colours, overlay), dim=1)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the video, estimate flow, write the preview, print where everything is."""
+    backend = _backend(args)  # first: a missing RAFT file is reported before any decoding
+
+    from ..common.keyframes import resolve
+    from ..flow.estimate import cache_location, estimate_flow
+    from ..flow.pairs import pairs_for_mode
+    from ..videoio.reader import load_frames
+    from ..videoio.writer import save_video
+
+    started = time.perf_counter()
+    video = load_frames(args.video, frame_load_cap=args.frames, skip_first_frames=args.skip,
+                        select_every_nth=args.every, custom_width=args.width, custom_height=args.height)
+    frames = video.images
+    count, height, width = frames.shape[:3]
+    loaded = time.perf_counter()
+    keyframes = (resolve(count, args.keyframe_interval, args.keyframe_indices)
+                 if "keyframes" in args.pair_mode and count > 1 else None)
+    pairs = pairs_for_mode(args.pair_mode, count, keyframes)
+    print(f"loaded {count} frames at {width}x{height}, {video.fps:.3f} fps in {loaded - started:.1f} s; "
+          f"{len(pairs)} pairs ({args.pair_mode}), backend {backend.method()}")
+
+    def report(done: int, preview=None) -> None:
+        if done == len(pairs) or done % 25 == 0:
+            print(f"  flow {done}/{len(pairs)}", flush=True)
+
+    flows = estimate_flow(frames, pairs, backend, args.alpha, args.beta, progress=report)
+    estimated = time.perf_counter()
+    occluded = float(sum(flows.occlusion_backward[row].mean() for row in range(len(flows))) / len(flows))
+    print(f"flow: {flows.describe()}; {(estimated - loaded) * 1000 / len(pairs):.1f} ms per pair; "
+          f"{occluded:.1%} of pixels occluded on average")
+    print(f"cached flow: {cache_location(flows)}")
+
+    output = args.output or Path.cwd() / f"{args.video.stem}_flow.mp4"
+    written = save_video(preview_frames(flows, frames), output, video.fps)
+    print(f"preview: {written} ({len(pairs)} frames at {2 * width}x{height}; left: motion i→j in the flow colour "
+          f"wheel, right: frame j with occluded pixels in red)")
+    return 0

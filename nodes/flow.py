@@ -1,0 +1,139 @@
+"""Node: Rerender Estimate Flow (frames → FLOW, flow colour preview, occlusion masks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..common.checks import check_image_batch
+from ..common.errors import input_error
+from ..common.keyframes import Keyframes, resolve
+from ..common.memory import check_allocation
+from ..flow.dis import DEFAULT_PRESET, PRESETS, DisFlow
+from ..flow.estimate import estimate_flow
+from ..flow.occlusion import ALPHA, BETA
+from ..flow.pairs import PAIR_MODES, pairs_for_mode
+from ..flow.raft import RAFT_MODELS, TORCHVISION_FILES, RaftFlow, find_weights, list_weight_files
+from ..flow.visualize import flow_preview
+from ._comfy import Progress, model_folders, torch_device
+
+FLOW_MODEL_FOLDER = "optical_flow"
+BACKENDS = ("dis", *RAFT_MODELS)
+AUTO_WEIGHTS = "auto"
+NO_WEIGHTS = f"none found: put {TORCHVISION_FILES['raft_small']} in models/{FLOW_MODEL_FOLDER}"
+
+
+def raft_model_choices() -> list[str]:
+    """Combo entries: ``auto`` and the weight files in the optical_flow folders, or a placeholder."""
+    files = list_weight_files(model_folders(FLOW_MODEL_FOLDER))
+    return [AUTO_WEIGHTS, *files] if files else [NO_WEIGHTS]
+
+
+def make_backend(backend: str, dis_preset: str, raft_model: str):
+    """The flow backend the widgets ask for; RAFT weights are looked up in ``models/optical_flow``.
+
+    Raises:
+        MissingWeightsError: a RAFT backend without a weight file (names the folders and file names).
+        InputError: an unknown backend, or a file of the other RAFT architecture.
+    """
+    if backend == "dis":
+        return DisFlow(dis_preset)
+    if backend not in RAFT_MODELS:
+        raise input_error("backend", f"one of {', '.join(BACKENDS)}", repr(backend), "use dis")
+    filename = None if raft_model in (AUTO_WEIGHTS, NO_WEIGHTS) else raft_model
+    weights = find_weights(backend, model_folders(FLOW_MODEL_FOLDER), filename)
+    return RaftFlow(weights, model=backend, device=torch_device())
+
+
+class RerenderEstimateFlow:
+    """Dense optical flow in both directions and occlusion masks for the frame pairs later stages need."""
+
+    DESCRIPTION = (
+        "Estimates dense optical flow between frame pairs, in both directions, and occlusion masks from the "
+        "forward–backward consistency check (Sundaram et al. 2010, squared form, plus targets outside the frame). "
+        "Rerender-A-Video warps with it in the keyframe stage (anchor and previous keyframe → keyframe, §3) and "
+        "in propagation (frame to frame, §4). Backends: OpenCV DIS on the CPU (no weights, default) or "
+        "torchvision RAFT with weights you place in models/optical_flow (never downloaded). Results are cached "
+        "on disk by frame content and settings, so a re-run reads them back.")
+    CATEGORY = "Rerender/flow"
+    FUNCTION = "estimate"
+    RETURN_TYPES = ("FLOW", "IMAGE", "MASK")
+    RETURN_NAMES = ("flow", "flow_preview", "occlusion_mask")
+    OUTPUT_TOOLTIPS = (
+        "Flows and occlusion masks of every pair (FLOW); connect to the keyframe and propagation nodes.",
+        "One image per pair: the motion from frame i to frame j in the flow colour wheel (hue = direction, "
+        "saturation = length; white = still), drawn on frame j.",
+        "One mask per pair: 1 where frame j's pixel has no reliable match in frame i (occluded, outside the "
+        "frame or inconsistent flow), the backward-direction occlusion used when warping i into j.",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "frames": ("IMAGE", {"tooltip": "The video frames [N,H,W,3] (Rerender Load Video); at least 2 "
+                                                "frames of at least 16×16 pixels."}),
+                "backend": (list(BACKENDS), {"default": "dis", "tooltip":
+                                             "dis: OpenCV DIS on the CPU, no weights, leaves the GPU to the "
+                                             "diffusion model. raft_small / raft_large: torchvision RAFT (more "
+                                             "accurate on large motion) with weights from models/optical_flow, "
+                                             "e.g. raft_small_C_T_V2-01064c6d.pth or "
+                                             "raft_large_C_T_SKHT_V2-ff5fadd5.pth."}),
+                "dis_preset": (list(PRESETS), {"default": DEFAULT_PRESET, "tooltip":
+                                               "DIS speed/accuracy preset: medium for renders, fast or ultrafast "
+                                               "for quick previews (more false occlusions). Used by backend dis."}),
+                "raft_model": (raft_model_choices(), {"tooltip":
+                                                      "RAFT weight file from models/optical_flow; auto picks the "
+                                                      "file whose name contains the backend name (torchvision's "
+                                                      "name first). Download the torchvision weights by hand, "
+                                                      "e.g. https://download.pytorch.org/models/"
+                                                      f"{TORCHVISION_FILES['raft_small']}. Used by the raft "
+                                                      "backends."}),
+                "pair_mode": (list(PAIR_MODES), {"default": "consecutive", "tooltip":
+                                                 "consecutive: frame i with i+1 (propagation). keyframes: each "
+                                                 "frame with its previous and next keyframe, each keyframe with "
+                                                 "the previous one and the anchor (keyframe stage). "
+                                                 "consecutive+keyframes: both."}),
+                "keyframe_interval": ("INT", {"default": 10, "min": 1, "max": 10000, "tooltip":
+                                              "Keyframes at frames 0, K, 2K, … for the keyframes pair modes "
+                                              "(used when keyframe_indices is empty and no KEYFRAMES input is "
+                                              "connected)."}),
+                "keyframe_indices": ("STRING", {"default": "", "tooltip":
+                                                "Explicit keyframe frame numbers, e.g. '0, 12, 30' (0-based); "
+                                                "overrides the interval. A KEYFRAMES input overrides both."}),
+                "occlusion_alpha": ("FLOAT", {"default": ALPHA, "min": 0.0, "max": 1.0, "step": 0.001,
+                                              "advanced": True, "tooltip":
+                                              "Relative threshold α of the forward–backward check "
+                                              "|w_f + w_b|² > α(|w_f|² + |w_b|²) + β (squared, as in Sundaram et "
+                                              "al. 2010; Rerender's code uses the unsquared norms). Larger = "
+                                              "fewer occlusions on fast motion. Paper: 0.01."}),
+                "occlusion_beta": ("FLOAT", {"default": BETA, "min": 0.0, "max": 100.0, "step": 0.05,
+                                             "advanced": True, "tooltip":
+                                             "Absolute threshold β in px² of the same check: the squared "
+                                             "round-trip error tolerated for still pixels (0.5 ≈ 0.7 px). "
+                                             "Paper: 0.5."}),
+            },
+            "optional": {
+                "keyframes": ("KEYFRAMES", {"tooltip": "Keyframe indices (e.g. from a keyframe selection node); "
+                                                       "overrides keyframe_interval and keyframe_indices."}),
+            },
+        }
+
+    def estimate(self, frames, backend, dis_preset, raft_model, pair_mode, keyframe_interval, keyframe_indices,
+                 occlusion_alpha, occlusion_beta, keyframes: Keyframes | None = None):
+        frames = check_image_batch(frames, "frames")
+        frame_count, height, width = frames.shape[:3]
+        selected = (resolve(frame_count, keyframe_interval, keyframe_indices, keyframes)
+                    if "keyframes" in pair_mode and frame_count > 1 else None)
+        pairs = pairs_for_mode(pair_mode, frame_count, selected)
+        estimator = make_backend(backend, dis_preset, raft_model)
+        estimator.check_size(height, width)
+        fixes = ["load fewer frames or a smaller size", "use pair_mode consecutive"]
+        check_allocation(height * width * 4 * 4, len(pairs), "flow previews and occlusion masks", "frames", fixes)
+        flows = estimate_flow(frames, pairs, estimator, occlusion_alpha, occlusion_beta, progress=Progress(len(pairs)))
+        masks = torch.from_numpy(np.array(flows.occlusion_backward))  # a RAM copy of the memory map
+        return (flows, flow_preview(flows), masks)
+
+
+NODE_CLASS_MAPPINGS = {"RerenderEstimateFlow": RerenderEstimateFlow}
+NODE_DISPLAY_NAME_MAPPINGS = {"RerenderEstimateFlow": "Rerender Estimate Flow"}
