@@ -20,13 +20,12 @@ from ._comfy import Progress, model_folders, torch_device
 FLOW_MODEL_FOLDER = "optical_flow"
 BACKENDS = ("dis", *RAFT_MODELS)
 AUTO_WEIGHTS = "auto"
-NO_WEIGHTS = f"none found: put {TORCHVISION_FILES['raft_small']} in models/{FLOW_MODEL_FOLDER}"
 
 
 def raft_model_choices() -> list[str]:
-    """Combo entries: ``auto`` and the weight files in the optical_flow folders, or a placeholder."""
-    files = list_weight_files(model_folders(FLOW_MODEL_FOLDER))
-    return [AUTO_WEIGHTS, *files] if files else [NO_WEIGHTS]
+    """Combo entries: ``auto`` (always first, so saved workflows load on any machine) and the weight
+    files found in the optical_flow folders."""
+    return [AUTO_WEIGHTS, *list_weight_files(model_folders(FLOW_MODEL_FOLDER))]
 
 
 def make_backend(backend: str, dis_preset: str, raft_model: str):
@@ -40,7 +39,7 @@ def make_backend(backend: str, dis_preset: str, raft_model: str):
         return DisFlow(dis_preset)
     if backend not in RAFT_MODELS:
         raise input_error("backend", f"one of {', '.join(BACKENDS)}", repr(backend), "use dis")
-    filename = None if raft_model in (AUTO_WEIGHTS, NO_WEIGHTS) else raft_model
+    filename = None if raft_model == AUTO_WEIGHTS else raft_model
     weights = find_weights(backend, model_folders(FLOW_MODEL_FOLDER), filename)
     return RaftFlow(weights, model=backend, device=torch_device())
 

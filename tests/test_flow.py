@@ -360,9 +360,9 @@ class TestNode:
         assert flows.pairs == keyframe_pairs(Keyframes((0, 3), 5))
 
     def test_raft_without_weights_names_folder_and_files(self, small_frames, models_dir):
-        assert flow_node.raft_model_choices() == [flow_node.NO_WEIGHTS]
+        assert flow_node.raft_model_choices() == [flow_node.AUTO_WEIGHTS]
         with pytest.raises(MissingWeightsError) as error:
-            _run_node(small_frames, backend="raft_small", raft_model=flow_node.NO_WEIGHTS)
+            _run_node(small_frames, backend="raft_small", raft_model=flow_node.AUTO_WEIGHTS)
         message = str(error.value)
         assert str(models_dir) in message
         assert "raft_small_C_T_V2-01064c6d.pth" in message and "contains raft_small" in message

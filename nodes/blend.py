@@ -1,0 +1,60 @@
+"""Node: Rerender Temporal Blend (forward + backward candidates → the output video)."""
+
+from __future__ import annotations
+
+from ..common.errors import input_error
+from ..propagation.blend import blend_video
+from ..propagation.result import Propagation
+from ._comfy import Progress
+
+
+class RerenderTemporalBlend:
+    """Blend the forward and backward propagations of every frame into the final video."""
+
+    DESCRIPTION = (
+        "Blends the two stylized candidates of each frame between keyframes (Rerender-A-Video §4.2.1): per "
+        "pixel it selects the forward or backward candidate by their errors weighted by the distance to each "
+        "keyframe, keeps a switch once made along the motion, then mixes both in Lab with the "
+        "histogram-preserving blend (contrast kept); optional screened Poisson gradient blending. Keyframes "
+        "pass through unchanged.")
+    CATEGORY = "Rerender/propagation"
+    FUNCTION = "blend"
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("frames", "selection")
+    OUTPUT_TOOLTIPS = ("The stylized video [N,H,W,3]; keyframes exactly as given.",
+                       "Per pixel, 1 where the backward candidate was selected (0 = forward, and on keyframes).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "propagation": ("PROPAGATION", {"tooltip": "Candidates and errors from Rerender EbSynth "
+                                                           "Propagate (direction both for a real blend)."}),
+                "histogram_blend": ("BOOLEAN", {"default": True, "tooltip":
+                                                "Mix both candidates with the histogram-preserving blend (on in "
+                                                "Rerender); off = the per-pixel min-error selection only."}),
+                "poisson_blend": ("BOOLEAN", {"default": False, "tooltip":
+                                              "Screened Poisson gradient blending: follows the selected "
+                                              "candidate's gradients to reduce ghosting; may add flicker (off "
+                                              "in the paper)."}),
+                "poisson_luma_weight": ("FLOAT", {"default": 2.5, "min": 0.0, "max": 100.0, "step": 0.1,
+                                                  "tooltip": "Gradient weight of the L channel in the Poisson "
+                                                             "blend (Rerender 2.5)."}),
+                "poisson_chroma_weight": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 100.0, "step": 0.1,
+                                                    "tooltip": "Gradient weight of the a and b channels in the "
+                                                               "Poisson blend (Rerender 0.5)."}),
+            },
+        }
+
+    def blend(self, propagation, histogram_blend, poisson_blend, poisson_luma_weight, poisson_chroma_weight):
+        if not isinstance(propagation, Propagation):
+            raise input_error("propagation", "a PROPAGATION object (Rerender EbSynth Propagate)",
+                              type(propagation).__name__)
+        weights = (float(poisson_luma_weight), float(poisson_chroma_weight), float(poisson_chroma_weight))
+        frames, selection = blend_video(propagation, bool(histogram_blend), bool(poisson_blend), weights,
+                                        progress=Progress(propagation.frame_count))
+        return (frames, selection)
+
+
+NODE_CLASS_MAPPINGS = {"RerenderTemporalBlend": RerenderTemporalBlend}
+NODE_DISPLAY_NAME_MAPPINGS = {"RerenderTemporalBlend": "Rerender Temporal Blend"}

@@ -1,0 +1,301 @@
+"""Propagate stylized keyframes through a video, forward and backward (Rerender §4.2, spec §4.1–4.3).
+
+Every keyframe ``k`` is carried along two *chains*: forward to the frames ``k+1 …`` up to the next
+keyframe, backward to the frames ``k−1 …`` down to the previous keyframe. Frames before the first
+keyframe can only be reached backward and frames after the last keyframe only forward, so those
+chains are always run; ``direction`` (``both`` / ``forward`` / ``backward``) selects the chains
+between two keyframes. Each frame of a chain is one guided synthesis (:func:`synthesize`) from the
+stylized keyframe with the four guides of :mod:`propagation.guides`; the positional guide, the
+temporal guide and (optionally) the NNF are carried from the chain's previous frame by the
+consecutive optical flow.
+
+**Temporal NNF initialisation** (``temporal_nnf_init``, on by default): frame ``j``'s NNF starts from
+frame ``j−1``'s final NNF advected by the flow (:func:`~propagation.guides.advect_nnf`; for the first
+frame, the identity advected from the keyframe), and the synthesis then runs only the finest
+``SynthesisParams.initial_nnf_levels`` pyramid level(s) (default 1) instead of the whole coarse-to-fine
+pyramid. Measured with ``benchmarks/propagation.py`` (Megamind frames 1–11, keyframe → 10 frames, default
+schedule, one thread, shared 2-core VM), CPU seconds per frame and mean PSNR / SSIM against the per-frame
+filter over gaps 1–10:
+
+==========  ==================================  ==================================
+size        init on                             init off
+==========  ==================================  ==================================
+256×184     0.32 s, 30.23 dB / 0.9442           0.41 s, 30.30 dB / 0.9445
+360×264     0.82 s, 30.66 dB / 0.9389           1.00 s, 30.77 dB / 0.9394
+720×528     4.28 s, 30.94 dB / 0.9351           5.59 s, 30.98 dB / 0.9348
+==========  ==================================  ==================================
+
+i.e. 18–23 % less work for ≤ 0.11 dB PSNR and ≤ 0.0005 SSIM, and steadier frames (mean change between
+consecutive outputs after motion compensation 0.76 vs 0.79, 0.68 vs 0.71 and 0.43 vs 0.53 8-bit units).
+With ``initial_nnf_levels = 2`` the quality is the same as without initialisation and so is the time.
+
+Caching: each finished chain is stored in a content-keyed cache entry (namespace ``propagation``)
+keyed by everything it depends on (stylized keyframe, the frames, the flows along the chain, the
+synthesis parameters, guide weights and options); the backend is not part of the key since all
+backends follow the same algorithm. A re-run, or a run resumed after an interruption, reuses every
+finished chain and recomputes only the missing ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import asdict
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..common import cache
+from ..common.checks import check_image_batch, check_same_size
+from ..common.errors import input_error
+from ..common.keyframes import Keyframes
+from ..flow.types import FlowPairs
+from .guides import (INPAINT_RADIUS, GuideWeights, advect_nnf, coordinate_grid, edge_image, identity_nnf,
+                     warp_into)
+from .params import SynthesisParams
+from .result import BACKWARD, FORWARD, Chain, Propagation
+from .synthesis import Guide, synthesize
+
+logger = logging.getLogger(__name__)
+
+DIRECTION_MODES = ("both", "forward", "backward")
+
+#: Candidates + errors above this many bytes are memory-mapped from the cache instead of held in RAM.
+DEFAULT_RAM_LIMIT = 1 << 30
+
+CACHE_NAMESPACE = "propagation"
+#: Bump when the chain computation changes, so older cache entries are not reused.
+CACHE_VERSION = 1
+
+
+def plan_chains(keyframes: Keyframes, direction: str = "both") -> list[tuple[int, str, tuple[int, ...]]]:
+    """The chains to run: ``(keyframe, "forward"|"backward", target frames in propagation order)``.
+
+    Raises:
+        InputError: an unknown ``direction``.
+
+    Example:
+        >>> from rerender_video.common.keyframes import Keyframes
+        >>> plan_chains(Keyframes((2, 5), 8), "forward")
+        [(2, 'backward', (1, 0)), (2, 'forward', (3, 4)), (5, 'forward', (6, 7))]
+    """
+    if direction not in DIRECTION_MODES:
+        raise input_error("direction", f"one of {DIRECTION_MODES}", repr(direction), "use 'both'")
+    chains = []
+    for previous_key, next_key, frames in keyframes.segments():
+        if next_key is not None and (previous_key is None or direction in ("both", "backward")):
+            chains.append((next_key, BACKWARD, tuple(reversed(frames))))
+        if previous_key is not None and (next_key is None or direction in ("both", "forward")):
+            chains.append((previous_key, FORWARD, tuple(frames)))
+    return chains
+
+
+def _numpy(image: torch.Tensor) -> np.ndarray:
+    return image.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
+def _torch(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def propagate_chain(frames: torch.Tensor, style: torch.Tensor, key: int, targets: Sequence[int], flow: FlowPairs,
+                    params: SynthesisParams = SynthesisParams(), weights: GuideWeights = GuideWeights(),
+                    temporal_nnf_init: bool = True, backend: str = "auto", inpaint_radius: int = INPAINT_RADIUS,
+                    on_frame: Callable[[int, torch.Tensor], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Propagate one stylized keyframe along a chain of frames.
+
+    Args:
+        frames: IMAGE ``[N,H,W,3]`` float32 in [0, 1], the original video frames.
+        style: ``[H,W,3]`` float32, the stylized keyframe ``key``.
+        key: the keyframe's frame index.
+        targets: frames to synthesize in order; each must be adjacent to the previous one (the first to
+            ``key``), i.e. ``key±1, key±2, …``.
+        flow: FLOW holding the consecutive pairs along the chain.
+        params: synthesis parameters.
+        weights: guide weights.
+        temporal_nnf_init: start each frame's NNF from the previous frame's, advected by the flow.
+        backend: synthesis backend (``"auto"``, ``"cpu"``, ``"cuda"``).
+        inpaint_radius: Telea radius (pixels) for occluded pixels of the advected guides.
+        on_frame: called as ``on_frame(row, image [H,W,3])`` after each frame.
+
+    Returns:
+        ``(images, errors)``: ``[n,H,W,3]`` float16 candidates and ``[n,H,W]`` float32 NNF errors.
+
+    Raises:
+        InputError: a consecutive flow pair along the chain is missing.
+    """
+    height, width = frames.shape[1:3]
+    key_frame = _numpy(frames[key])
+    style_array = _numpy(style)
+    edge_key = edge_image(key_frame) if weights.edge > 0 else None
+    grid = coordinate_grid(height, width)
+    position, previous_output, previous_nnf, previous = grid, style_array, identity_nnf(height, width), key
+    images = np.empty((len(targets), height, width, 3), dtype=np.float16)
+    errors = np.empty((len(targets), height, width), dtype=np.float32)
+    for row, target in enumerate(targets):
+        step_flow, occlusion = flow.between(previous, target)
+        target_frame = _numpy(frames[target])
+        guides = []
+        if weights.colour > 0:
+            guides.append(Guide(_torch(key_frame), _torch(target_frame), weights.colour))
+        if weights.edge > 0:
+            guides.append(Guide(_torch(edge_key), _torch(edge_image(target_frame)), weights.edge))
+        if weights.positional > 0:
+            position = warp_into(position, step_flow, occlusion, inpaint_radius)
+            guides.append(Guide(_torch(grid), _torch(position), weights.positional))
+        if weights.temporal > 0:
+            warped_output = warp_into(previous_output, step_flow, occlusion, inpaint_radius)
+            guides.append(Guide(_torch(style_array), _torch(warped_output), weights.temporal))
+        initial = None
+        if temporal_nnf_init:
+            initial = torch.from_numpy(advect_nnf(previous_nnf, step_flow, (height, width)))
+        result = synthesize(_torch(style_array), guides, params, initial_nnf=initial, backend=backend)
+        previous_output = _numpy(result.image)
+        previous_nnf = result.nnf.detach().cpu().numpy()
+        previous = target
+        images[row] = previous_output
+        errors[row] = _numpy(result.error)
+        if on_frame is not None:
+            on_frame(row, result.image)
+    return images, errors
+
+
+def chain_key(frames: torch.Tensor, style: torch.Tensor, key: int, targets: Sequence[int], flow: FlowPairs,
+              params: SynthesisParams, weights: GuideWeights, temporal_nnf_init: bool, inpaint_radius: int) -> str:
+    """Content key of one chain: everything its result depends on (the backend excepted)."""
+    chain = [key, *targets]
+    flows = [flow.between(source, target) for source, target in zip(chain[:-1], chain[1:])]
+    return cache.content_key("propagation-chain", CACHE_VERSION, style, frames[key], frames[list(targets)],
+                             list(targets), flows, asdict(params), weights.as_dict(), bool(temporal_nnf_init),
+                             int(inpaint_radius))
+
+
+def _check_inputs(frames: torch.Tensor, keyframe_images: torch.Tensor, keyframes: Keyframes, flow: FlowPairs,
+                  params: SynthesisParams, weights: GuideWeights) -> None:
+    check_image_batch(frames, "frames")
+    check_image_batch(keyframe_images, "keyframes")
+    check_same_size(frames, keyframe_images, "frames", "keyframes")
+    count = frames.shape[0]
+    if keyframes.frame_count != count:
+        raise input_error("keyframe_indices", f"keyframes of a video of {count} frames",
+                          f"keyframes of a video of {keyframes.frame_count} frames",
+                          "select the keyframes on the same frames")
+    if len(keyframes.indices) != keyframe_images.shape[0]:
+        raise input_error("keyframes", f"one stylized image per keyframe index ({len(keyframes.indices)}: "
+                          f"{list(keyframes.indices)})", f"{keyframe_images.shape[0]} images",
+                          ["render or load one image per keyframe index",
+                           "change the keyframe interval or list to match the images"])
+    if not isinstance(flow, FlowPairs):
+        raise input_error("flow", "a FLOW object (Rerender Estimate Flow)", type(flow).__name__)
+    flow.check_video(count, tuple(frames.shape[1:3]))
+    params.validate()
+    if not any(value > 0 for value in weights.as_dict().values()):
+        raise input_error("guide weights", "at least one guide weight > 0", weights.as_dict(),
+                          "use the defaults: colour 6, edge 0.5, positional 2, temporal 0.5")
+
+
+def _check_pairs(flow: FlowPairs, chains: Sequence[tuple[int, str, tuple[int, ...]]]) -> None:
+    for key, _, targets in chains:
+        chain = [key, *targets]
+        for source, target in zip(chain[:-1], chain[1:]):
+            if not flow.has(source, target):
+                raise input_error("flow", f"a FLOW with consecutive frame pairs (e.g. ({source}, {target}))",
+                                  f"{len(flow)} pairs ({flow.describe()})",
+                                  "set pair_mode to 'consecutive' (or 'consecutive+keyframes') on Rerender "
+                                  "Estimate Flow")
+
+
+def _check_disk(frame_count: int, height: int, width: int) -> None:
+    needed = frame_count * height * width * (3 * 2 + 4)
+    free = shutil.disk_usage(cache.cache_root()).free
+    if needed > free * 0.9:
+        raise input_error("frames", f"propagated frames that fit on the cache disk ({free / 2**30:.1f} GiB free)",
+                          f"{frame_count} frames at {width}x{height} needing {needed / 2**30:.1f} GiB",
+                          ["free disk space, or set RERENDER_CACHE_DIR to a larger disk",
+                           "load fewer frames or a smaller size"])
+
+
+def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyframes: Keyframes, flow: FlowPairs,
+                    params: SynthesisParams = SynthesisParams(), weights: GuideWeights = GuideWeights(),
+                    direction: str = "both", temporal_nnf_init: bool = True, backend: str = "auto",
+                    inpaint_radius: int = INPAINT_RADIUS, ram_limit_bytes: int = DEFAULT_RAM_LIMIT,
+                    progress: Callable[..., None] | None = None) -> Propagation:
+    """Propagate every stylized keyframe forward and backward (module docstring; Rerender §4.2).
+
+    Args:
+        frames: IMAGE ``[N,H,W,3]`` float32 in [0, 1], the original frames.
+        keyframe_images: IMAGE ``[M,H,W,3]`` float32, the stylized keyframes, in index order.
+        keyframes: the keyframe indices (``M`` of them) for a video of ``N`` frames.
+        flow: FLOW of these frames with consecutive pairs (Rerender Estimate Flow, pair mode consecutive).
+        params: synthesis parameters (Rerender: patch 5, 12 search–vote × 6 PatchMatch iterations).
+        weights: guide weights (Rerender: colour 6, edge 0.5, positional 2, temporal 0.5).
+        direction: ``"both"``, ``"forward"`` or ``"backward"`` between keyframes (module docstring).
+        temporal_nnf_init: start each frame's NNF from the previous frame's, advected by the flow.
+        backend: synthesis backend (``"auto"``, ``"cpu"``, ``"cuda"``).
+        inpaint_radius: Telea radius (pixels) for the occluded pixels of the advected guides.
+        ram_limit_bytes: candidates + errors above this size are memory-mapped from the cache.
+        progress: optional ``progress(done_frames, preview [H,W,3])``; also the interruption point.
+
+    Returns:
+        The PROPAGATION object (:class:`~propagation.result.Propagation`).
+
+    Raises:
+        InputError: keyframes of another size than the frames, a keyframe count that differs from the
+            index count, keyframes or a FLOW of another video, missing consecutive flow pairs, invalid
+            synthesis parameters, an unknown direction, all guide weights 0, too little cache disk space.
+    """
+    _check_inputs(frames, keyframe_images, keyframes, flow, params, weights)
+    chains_planned = plan_chains(keyframes, direction)
+    _check_pairs(flow, chains_planned)
+    height, width = frames.shape[1:3]
+    total = sum(len(targets) for _, _, targets in chains_planned)
+    memory_map = total * height * width * (3 * 2 + 4) > ram_limit_bytes
+    styles = {key: keyframe_images[position] for position, key in enumerate(keyframes.indices)}
+    entry_keys = [chain_key(frames, styles[key], key, targets, flow, params, weights, temporal_nnf_init,
+                            inpaint_radius) for key, _, targets in chains_planned]
+    missing = sum(len(targets) for (_, _, targets), entry_key in zip(chains_planned, entry_keys)
+                  if cache.lookup(CACHE_NAMESPACE, entry_key) is None)
+    _check_disk(missing, height, width)
+
+    chains: list[Chain] = []
+    done, computed, seconds = 0, 0, 0.0
+    for (key, chain_direction, targets), entry_key in zip(chains_planned, entry_keys):
+        entry = cache.lookup(CACHE_NAMESPACE, entry_key)
+        if entry is None:
+            def on_frame(row: int, image: torch.Tensor, start: int = done) -> None:
+                if progress is not None:
+                    progress(start + row + 1, image)
+
+            started = time.perf_counter()
+            images, errors = propagate_chain(frames, styles[key], key, targets, flow, params, weights,
+                                             temporal_nnf_init, backend, inpaint_radius, on_frame)
+            elapsed = time.perf_counter() - started
+            seconds += elapsed
+            computed += len(targets)
+            logger.info("propagated keyframe %d %s to %d frames in %.1f s", key, chain_direction, len(targets),
+                        elapsed)
+            with cache.new_entry(CACHE_NAMESPACE, entry_key) as staging:
+                np.save(staging / "images.npy", images)
+                np.save(staging / "errors.npy", errors)
+            entry = cache.lookup(CACHE_NAMESPACE, entry_key)
+            if memory_map:
+                images, errors = _load(entry, True)
+        else:
+            images, errors = _load(entry, memory_map)
+            if progress is not None:
+                progress(done + len(targets), torch.from_numpy(np.asarray(images[-1], dtype=np.float32)))
+        done += len(targets)
+        chains.append(Chain(key, chain_direction, tuple(targets), images, errors, entry))
+
+    settings = {"params": asdict(params), "weights": weights.as_dict(), "temporal_nnf_init": temporal_nnf_init,
+                "inpaint_radius": inpaint_radius, "backend": backend}
+    stats = {"frames_computed": computed, "frames_cached": total - computed, "seconds": seconds,
+             "seconds_per_frame": seconds / computed if computed else 0.0}
+    return Propagation(keyframes, keyframe_images.detach().to("cpu"), flow, chains, direction, settings, stats)
+
+
+def _load(entry, memory_map: bool) -> tuple[np.ndarray, np.ndarray]:
+    mode = "r" if memory_map else None
+    return np.load(entry / "images.npy", mmap_mode=mode), np.load(entry / "errors.npy", mmap_mode=mode)
