@@ -13,7 +13,7 @@ consecutive optical flow.
 frame ``j−1``'s final NNF advected by the flow (:func:`~propagation.guides.advect_nnf`; for the first
 frame, the identity advected from the keyframe), and the synthesis then runs only the finest
 ``SynthesisParams.initial_nnf_levels`` pyramid level(s) (default 1) instead of the whole coarse-to-fine
-pyramid. Measured with ``benchmarks/propagation.py`` (Megamind frames 1–11, keyframe → 10 frames, default
+pyramid. Measured with ``benchmarks/propagation_video.py`` (Megamind frames 1–11, keyframe → 10 frames, default
 schedule, one thread, shared 2-core VM), CPU seconds per frame and mean PSNR / SSIM against the per-frame
 filter over gaps 1–10:
 

@@ -104,3 +104,27 @@ class TestRegistryMetadata:
     def test_requirements_do_not_pin_torch(self):
         lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
         assert not any(line.startswith("torch") for line in lines if line)
+
+
+SYNTHESIS_PROBE = r"""
+import importlib, importlib.util, os, sys, torch
+spec = importlib.util.spec_from_file_location("custom_nodes_probe", os.path.join(sys.argv[1], "__init__.py"))
+module = importlib.util.module_from_spec(spec)
+sys.modules["custom_nodes_probe"] = module
+spec.loader.exec_module(module)
+synthesis = importlib.import_module("custom_nodes_probe.propagation.synthesis")
+frame = torch.rand(24, 24, 3, generator=torch.Generator().manual_seed(0))
+result = synthesis.synthesize(frame, [synthesis.Guide(frame, frame, 1.0)], backend="cpu")
+print(tuple(result.image.shape))
+"""
+
+
+def test_numba_cache_survives_another_import_name():
+    """numba's disk cache written under the test import name must load under ComfyUI's import name."""
+    from rerender_video.propagation.synthesis import Guide, synthesize
+
+    frame = __import__("torch").rand(24, 24, 3)
+    synthesize(frame, [Guide(frame, frame, 1.0)], backend="cpu")  # writes the cache as "rerender_video"
+    result = subprocess.run([sys.executable, "-c", SYNTHESIS_PROBE, str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(24, 24, 3)" in result.stdout

@@ -1,0 +1,95 @@
+"""Which synthesis backend runs, and why: ``auto`` / ``cuda`` / ``cpu`` (and ``host`` for tests).
+
+``auto`` picks the CUDA kernels when torch sees a CUDA device and CuPy works (imported, built for torch's CUDA
+major version, NVRTC compiles the kernels), and the numba CPU backend otherwise — with the reason, which ends
+with the exact ``pip install`` line when CuPy is what is missing. ``cuda`` insists on the kernels and raises
+an InputError with that advice when they cannot run. CuPy is imported only when a CUDA device is visible.
+The choice is logged once per process and distinct outcome (logger ``rerender_video``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..common.errors import input_error
+
+LOG = logging.getLogger("rerender_video")
+#: Backend names a user can pick (the node's widget); ``host`` is accepted too (CUDA kernels on the CPU).
+CHOICES = ("auto", "cuda", "cpu")
+_logged: set[tuple[str, str]] = set()
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """The backend that runs and why, e.g. ``cpu (CuPy not installed: pip install cupy-cuda12x)``."""
+
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.reason})"
+
+
+def choose_backend(requested: str = "auto") -> BackendChoice:
+    """Resolve a backend request to ``"cuda"``, ``"cpu"`` or ``"host"`` with the reason (for logs and node info).
+
+    Raises:
+        InputError: an unknown name; ``"cuda"`` when the CUDA kernels cannot run here (message: why, and the
+            ``pip install`` line); ``"host"`` without a C++ compiler.
+
+    Example:
+        >>> choose_backend("cpu")
+        BackendChoice(name='cpu', reason='requested')
+    """
+    if requested == "cpu":
+        return _logged_choice(BackendChoice("cpu", "requested"))
+    if requested == "host":
+        from .host_build import find_compiler
+
+        if find_compiler() is None:
+            raise input_error("backend", "a C++ compiler for backend 'host'", "none found (g++, c++, clang++, $CXX)",
+                              ["install g++", "use 'auto' or 'cpu'"])
+        return _logged_choice(BackendChoice("host", "CUDA kernels compiled for the CPU"))
+    if requested not in ("auto", "cuda"):
+        raise input_error("backend", f"one of {list(CHOICES)}", repr(requested), "use 'auto'")
+    from .cupy_loader import cupy_status
+
+    status = cupy_status()
+    if status.ok:
+        return _logged_choice(BackendChoice("cuda", status.reason))
+    if requested == "cuda":
+        raise input_error("backend", "a CUDA device and a working CuPy for backend 'cuda'", status.reason,
+                          "do what the message after 'Got:' says, or choose backend 'auto' (uses the CPU "
+                          "when CUDA is unusable) or 'cpu'")
+    return _logged_choice(BackendChoice("cpu", status.reason))
+
+
+def make_backend(requested: str = "auto"):
+    """The backend instance for ``requested`` (see :func:`choose_backend`); ``auto`` never fails for CuPy reasons.
+
+    Example:
+        >>> make_backend("cpu").name
+        'cpu'
+    """
+    choice = choose_backend(requested)
+    if choice.name == "cuda":
+        from .cuda_backend import CudaBackend
+
+        return CudaBackend()
+    if choice.name == "host":
+        from .kernel_backend import HostBackend
+
+        return HostBackend()
+    from ..propagation.cpu_backend import CpuBackend
+
+    return CpuBackend()
+
+
+def _logged_choice(choice: BackendChoice) -> BackendChoice:
+    key = (choice.name, choice.reason)
+    if key not in _logged:
+        _logged.add(key)
+        cupy_problem = choice.name == "cpu" and "pip install" in choice.reason
+        (LOG.warning if cupy_problem else LOG.info)("Rerender propagation backend: %s", choice)
+    return choice
