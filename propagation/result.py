@@ -156,4 +156,5 @@ class Propagation:
         height, width = self.frame_size
         storage = "memory-mapped" if self.memory_mapped else "in RAM"
         return (f"{self.frame_count} frames at {width}x{height}, {len(self.keyframes.indices)} keyframes, "
-                f"{len(self.chains)} chains ({self.direction}), {self.nbytes / 2**20:.0f} MiB {storage}")
+                f"{len(self.chains)} chains ({self.direction}), {self.nbytes / 2**20:.0f} MiB {storage}, "
+                f"backend {self.stats.get('backend', 'unknown')}")

@@ -52,6 +52,7 @@ from ..common.checks import check_image_batch, check_same_size
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes
 from ..flow.types import FlowPairs
+from ..kernels.select import choose_backend
 from .guides import (INPAINT_RADIUS, GuideWeights, advect_nnf, coordinate_grid, edge_image, identity_nnf,
                      warp_into)
 from .params import SynthesisParams
@@ -247,6 +248,8 @@ def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyfram
             synthesis parameters, an unknown direction, all guide weights 0, too little cache disk space.
     """
     _check_inputs(frames, keyframe_images, keyframes, flow, params, weights)
+    choice = choose_backend(backend)  # once: raises early for an unusable "cuda", logs which backend runs
+    backend = choice.name
     chains_planned = plan_chains(keyframes, direction)
     _check_pairs(flow, chains_planned)
     height, width = frames.shape[1:3]
@@ -290,8 +293,8 @@ def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyfram
         chains.append(Chain(key, chain_direction, tuple(targets), images, errors, entry))
 
     settings = {"params": asdict(params), "weights": weights.as_dict(), "temporal_nnf_init": temporal_nnf_init,
-                "inpaint_radius": inpaint_radius, "backend": backend}
-    stats = {"frames_computed": computed, "frames_cached": total - computed, "seconds": seconds,
+                "inpaint_radius": inpaint_radius, "backend": str(choice)}
+    stats = {"backend": str(choice), "frames_computed": computed, "frames_cached": total - computed, "seconds": seconds,
              "seconds_per_frame": seconds / computed if computed else 0.0}
     return Propagation(keyframes, keyframe_images.detach().to("cpu"), flow, chains, direction, settings, stats)
 
