@@ -8,8 +8,8 @@
   ``set_model_sampler_post_cfg_function``): records the anchor's x̂0 trajectory, applies AdaIN
   (§4.1.4) and then shape-aware fusion (§4.1.2) to the CFG-combined x̂0 — the reference's order;
 * the sampler-level hooks of :func:`~keyframe.sampler.sample_ddim`: pixel-aware fusion at the start
-  of the steps of its window (§4.1.3), ``ε̂`` from the unedited x̂0, and the capture of the state
-  that pass 2 resumes from.
+  of the steps of its window (§4.1.3), ``ε̂`` from the unedited x̂0, the capture of the state
+  that pass 2 resumes from, and the early stop of pass 1 (``rough_render="early"``).
 
 The attention patch and the post-CFG function find the step from the σ they receive
 (:class:`~keyframe.windows.StepClock`), so they work under any ComfyUI sampler; the sampler-level
@@ -84,8 +84,10 @@ class KeyframeConstraints(SamplerHooks):
         attention: the attention patch, or ``None`` (no cross-frame attention, no recording).
         record_x0: record the CFG x̂0 of every step into :attr:`x0_trajectory` (anchor pass).
         colour, shape, pixel: guides of AdaIN, shape fusion and pixel fusion, or ``None``.
-        capture_step: capture :attr:`captured` at the start of this step (pass 1 → pass 2 resume).
+        capture_step: capture :attr:`captured` at the start of this step (pass 1 → pass 2 resume);
+            ≥ 1 and after the pass's first step (it is taken at the end of the step before).
         resume_from: start from this state (pass 2 resumed).
+        stop_step: end the pass at the start of this step (pass 1 with an early rough render).
         applied: constraint name → steps on which it acted (diagnostics and tests).
     """
 
@@ -97,6 +99,7 @@ class KeyframeConstraints(SamplerHooks):
     pixel: PixelGuide | None = None
     capture_step: int | None = None
     resume_from: ResumeState | None = None
+    stop_step: int | None = None
     x0_trajectory: dict[int, torch.Tensor] = field(default_factory=dict)
     captured: ResumeState | None = None
     applied: dict[str, list[int]] = field(default_factory=lambda: {"adain": [], "shape": [], "pixel": []})
@@ -162,9 +165,6 @@ class KeyframeConstraints(SamplerHooks):
 
     # --- sampler-level hooks -------------------------------------------------------------------
     def before_step(self, step: int, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        if self.capture_step == step:
-            eps = None if self._eps_prev is None else self._eps_prev.clone()
-            self.captured = ResumeState(step=step, x=x.clone(), eps_prev=eps)
         pixel = self.pixel
         if pixel is not None and self._eps_prev is not None and pixel.window.contains(step, self.total_steps):
             noise = step_noise(pixel.seed, step, x.shape, x.device, x.dtype)
@@ -179,3 +179,6 @@ class KeyframeConstraints(SamplerHooks):
 
     def after_step(self, step: int, x_next: torch.Tensor, denoised: torch.Tensor, eps: torch.Tensor) -> None:
         self._eps_prev = eps
+        if self.capture_step == step + 1:  # the state at the start of the next step, before its hooks
+            self.captured = ResumeState(step=step + 1, x=x_next.clone(), eps_prev=eps.clone(),
+                                        denoised_prev=denoised.clone())

@@ -16,6 +16,20 @@ steps instead of the reference's 40. Only the "previous" attention features that
 for the next keyframe need care: those of the steps before the window come from pass 1's recording
 (identical by the same argument). ``resume=False`` runs pass 2 from scratch (tests prove both agree).
 
+Rough render (``ConstraintSettings.rough_render``):
+
+* ``"full"`` (default, the paper's and the reference's ``Ī'``): pass 1 runs to the end and ``Ī'`` is
+  its decoded result — ``S + (S − split)`` model steps (29 at 20 steps);
+* ``"early"``: pass 1 stops at the pixel-fusion window's first step ``split`` and ``Ī'`` is the
+  decoded x̂0 that pass 1's last step (``split − 1``) predicted — the clean part of the latent
+  pass 2 resumes from. Pass 1 + pass 2 then run ``S`` model steps, as one plain sampler run.
+  ``Ī'`` enters the fused image only with weight ``B_0·B_p`` (pixels occluded from the anchor *and*
+  the previous keyframe, Eq. 10), where the inpainting weight ``w = mask_strength·V_p`` is 0, so it
+  reaches the result only through the soft band around those regions and the VAE's receptive
+  field in ``E*``. The early x̂0 is blurrier and precedes AdaIN's steps; the render changes
+  slightly (figures: ``benchmarks/crossframe.py``). Not the default: the change could only be
+  measured with random-weight models here.
+
 The model is reached through a :class:`ModelAdapter`; ComfyUI's lives in ``nodes/_keyframe_adapter.py``.
 
 Latent space (every latent here): the model's space — what ComfyUI's samplers see, raw VAE latents
@@ -55,6 +69,9 @@ from .fusion import (check_latent_size, flat_region, fused_reference_image, inpa
                      latent_validity, soft_occlusion)
 from .reference import ReferenceState
 from .windows import ADA_PERIOD, CROSS_PERIOD, MASK_PERIOD, WARP_PERIOD, StepClock, StepWindow
+
+#: Values of ``ConstraintSettings.rough_render`` (see the module docstring).
+ROUGH_RENDERS = ("full", "early")
 
 
 class ModelAdapter(Protocol):
@@ -103,6 +120,8 @@ class ConstraintSettings:
         style_update_freq: keyframes between updates of the "previous" features (1 = every one).
         pixel_fusion: pass 2 with pixel-aware fusion (False → one pass per keyframe).
         fidelity_strength, fidelity_threshold: ``λ_E`` and the artefact threshold of ``E*``.
+        rough_render: ``"full"`` (pass 1 to the end, exact) or ``"early"`` (pass 1 stops at the
+            pixel-fusion window; ``Ī'`` from its x̂0 there; one plain run's model steps in all).
         feature_dtype: storage dtype of attention features (fp16).
         offload: feature storage, ``"auto"``, ``"cpu"`` or ``"device"`` (:class:`FeatureStore`).
     """
@@ -121,6 +140,7 @@ class ConstraintSettings:
     fidelity_threshold: float = DEFAULT_THRESHOLD
     feature_dtype: torch.dtype = torch.float16
     offload: str = "auto"
+    rough_render: str = "full"
 
     def __post_init__(self) -> None:
         if not self.mask_period.strict:
@@ -132,6 +152,28 @@ class ConstraintSettings:
         if int(self.style_update_freq) < 1:
             raise input_error("style_update_freq", "an integer >= 1 (keyframes between updates)",
                               self.style_update_freq, "use 1 to update the previous reference at every keyframe")
+        if self.rough_render not in ROUGH_RENDERS:
+            raise input_error("rough_render", f"one of {', '.join(ROUGH_RENDERS)}", self.rough_render,
+                              "use 'full' (exact) or 'early' (fewer model steps)")
+
+
+def planned_steps(total: int, split: int | None, resume: bool = True, rough_render: str = "full") -> int:
+    """Model steps one later keyframe runs: pass 1 (to the end, or to ``split`` when ``"early"``) + pass 2.
+
+    Args:
+        total: sampled steps ``S``.
+        split: first pixel-fusion step, or ``None`` (one pass).
+        resume: pass 2 resumed at ``split`` (else from step 0).
+        rough_render: ``"full"`` or ``"early"``.
+
+    Example:
+        >>> planned_steps(20, 11), planned_steps(20, 11, rough_render="early"), planned_steps(20, None)
+        (29, 20, 20)
+    """
+    if split is None:
+        return total
+    first = split if rough_render == "early" else total
+    return first + (total - split if resume else total)
 
 
 @dataclass
@@ -142,7 +184,8 @@ class KeyframeResult:
         latent: final latent ``[1,4,H/8,W/8]``, model space.
         image: decoded final render, IMAGE ``[1,H,W,3]``.
         reference: the REFERENCE to pass to the next keyframe.
-        rough_image: pass-1 render ``Ī'`` (``None`` for single-pass renders).
+        rough_image: rough render ``Ī'`` (``None`` for single-pass renders): pass 1's final render,
+            or with ``rough_render="early"`` the decoded x̂0 of pass 1's last step.
         fused_image: fused reference image ``Ĩ'`` (``None`` without pixel fusion).
         info: diagnostics — passes, model steps run, resume step, whether "previous" features were
             updated, and on which steps each constraint acted.
@@ -279,10 +322,13 @@ class _Plan:
         return self.clock.total
 
     @property
+    def rough_early(self) -> bool:
+        """Pass 1 stops at the pixel-fusion window (``rough_render="early"`` with a pass 2)."""
+        return self.split is not None and self.settings.rough_render == "early"
+
+    @property
     def planned_steps(self) -> int:
-        if self.split is None:
-            return self.total
-        return self.total + (self.total - self.split if self.resume else self.total)
+        return planned_steps(self.total, self.split, self.resume, self.settings.rough_render)
 
     def attention(self, record: FeatureStore | None, record_steps: set[int],
                   discard_limit: int) -> CrossFrameAttention | None:
@@ -344,11 +390,12 @@ def _plan(adapter: ModelAdapter, reference: ReferenceState, flow: Any, settings:
 def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, control: Any,
                   progress: Callable | None) -> KeyframeResult:
     """Pass 1 → rough render → fused image → ``E*`` → pass 2 (resumed), for a keyframe after the anchor."""
-    reference, split, resume, total = plan.reference, plan.split, plan.resume, plan.total
+    reference, split, resume, total, early = plan.reference, plan.split, plan.resume, plan.total, plan.rough_early
     sigmas = plan.clock.sigmas
     counter = _StepCounter(plan.planned_steps, progress)
     info: dict = {"passes": 1 if split is None else 2, "steps_planned": plan.planned_steps,
-                  "resumed_at": split if resume else None, "updated_previous": plan.update_due}
+                  "resumed_at": split if resume else None, "updated_previous": plan.update_due,
+                  "rough_render": None if split is None else plan.settings.rough_render}
     record_cross = set(plan.cross_steps)
 
     # Pass 1: every constraint but pixel fusion. It records the next "previous" features for the
@@ -357,16 +404,18 @@ def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, cont
     steps1 = {s for s in record_cross if s < split} if resume else record_cross
     discard1 = total if split is None else split if resume else 0  # steps pass 2 will not read again
     pass1 = KeyframeConstraints(sigmas, attention=plan.attention(store1, steps1, discard1), colour=plan.colour,
-                                shape=plan.shape, capture_step=split if resume else None)
+                                shape=plan.shape, capture_step=split if resume or early else None,
+                                stop_step=split if early else None)
     latent1 = adapter.sample(source, pass1, control, counter)
     info["applied_pass1"] = pass1.applied
+    info["steps_pass1"] = counter.done
     if split is None:
         image = adapter.decode(latent1)
         info["steps_run"] = counter.done
         previous = store1.freeze() if plan.update_due else reference.previous_features
         return KeyframeResult(latent1, image, _next_reference(plan, image, previous), info=info)
 
-    rough = adapter.decode(latent1)
+    rough = adapter.decode(pass1.captured.denoised_prev if early else latent1)
     pixel, fused, keep = _pixel_guide(adapter, plan, rough)
     info["fidelity_kept"] = float(keep.mean())
 

@@ -5,7 +5,8 @@ deterministic DDIM update is the Euler step
 
     ``x_next = x̂0 + σ_next·ε̂``,   ``ε̂ = (x − x̂0_cfg)/σ``,
 
-and the SDEdit start is ``x = x0 + σ_start·z``. :func:`sample_ddim` has the signature of a
+and the SDEdit start is ``x = x0 + σ_start·z``. A pass can start at a later step (``resume_from``) and
+stop before the end (``stop_step``). :func:`sample_ddim` has the signature of a
 k-diffusion sampler function, so ComfyUI runs it through ``comfy.samplers.KSAMPLER`` with all its
 machinery (CFG, ControlNet, model patches, previews); outside ComfyUI any ``model(x, sigma)``
 returning x̂0 works.
@@ -36,11 +37,14 @@ class ResumeState:
         step: the sampled-step index to resume at.
         x: the running latent ``[B,4,h,w]`` at that point.
         eps_prev: the previous step's ``ε̂`` (``None`` at step 0).
+        denoised_prev: the previous step's x̂0 as it entered ``x`` (after the post-CFG edits), so
+            ``x = denoised_prev + σ_step·eps_prev``; ``None`` at step 0.
     """
 
     step: int
     x: torch.Tensor
     eps_prev: torch.Tensor | None
+    denoised_prev: torch.Tensor | None = None
 
 
 class SamplerHooks:
@@ -49,9 +53,12 @@ class SamplerHooks:
 
     Attributes:
         resume_from: a :class:`ResumeState` to start from instead of the given latent, or ``None``.
+        stop_step: end the pass at the start of this step (before its hooks and model call) and
+            return the running latent there, or ``None`` to run to the end.
     """
 
     resume_from: ResumeState | None = None
+    stop_step: int | None = None
 
     def before_step(self, step: int, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Edit the running latent at the start of ``step`` (before the model call)."""
@@ -95,7 +102,7 @@ def sample_ddim(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_ar
         hooks: per-step hooks (:class:`SamplerHooks`).
 
     Returns:
-        The final latent ``[B,4,h,w]``.
+        The final latent ``[B,4,h,w]`` (with ``hooks.stop_step``: the latent at the start of that step).
 
     Example:
         >>> sigmas = torch.tensor([2.0, 1.0, 0.0])
@@ -109,7 +116,8 @@ def sample_ddim(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_ar
     if hooks.resume_from is not None:
         start = hooks.resume_from.step
         x = hooks.resume_from.x.to(x.device, x.dtype)
-    for i in range(start, len(sigmas) - 1):
+    stop = len(sigmas) - 1 if hooks.stop_step is None else min(int(hooks.stop_step), len(sigmas) - 1)
+    for i in range(start, stop):
         sigma = sigmas[i]
         x = hooks.before_step(i, x, sigma)
         denoised = model(x, sigma * s_in, **extra_args)

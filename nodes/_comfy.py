@@ -114,6 +114,17 @@ def torch_device() -> torch.device:
     return comfy.model_management.get_torch_device()
 
 
+def free_model_memory() -> None:
+    """Unload every model ComfyUI holds (diffusion model, ControlNets, VAE) and release the allocator's
+    cached memory, e.g. before a memory-hungry stage; no-op outside ComfyUI."""
+    try:
+        import comfy.model_management  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    comfy.model_management.unload_all_models()
+    comfy.model_management.soft_empty_cache()
+
+
 def metadata_disabled() -> bool:
     """True when ComfyUI runs with ``--disable-metadata`` (saved files then carry no workflow)."""
     try:

@@ -8,7 +8,7 @@ from ..common.checks import check_image_batch
 from ..common.errors import input_error
 from ..keyframe.fidelity import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, fidelity_encode
 from ..keyframe.fusion import check_latent_size
-from ..keyframe.render import ConstraintSettings, render_keyframe
+from ..keyframe.render import ROUGH_RENDERS, ConstraintSettings, planned_steps, render_keyframe
 from ..keyframe.windows import window
 from ._comfy import Progress
 from ._keyframe_adapter import ComfyModelAdapter, sampler_names, scheduler_names
@@ -65,6 +65,14 @@ class RerenderFidelityEncode:
         return ({"samples": torch.cat(latents)}, torch.cat(masks))
 
 
+ROUGH_RENDER_TOOLTIP = (
+    "Pixel-aware fusion fills the fused reference with a rough render of this keyframe where the anchor AND the "
+    "previous keyframe are occluded. full (default, exact, as the paper): pass 1 runs to the end for it - 29 model "
+    "steps per keyframe at 20 steps. early: pass 1 stops where pixel-aware fusion starts and its x0 prediction "
+    "there (step 10 of 20, blurrier, before AdaIN) is the rough render - 20 model steps, as one KSampler run. The "
+    "rough render reaches the result only around those doubly occluded regions and through the VAE, so early "
+    "changes the render slightly; the rest of the method is unchanged.")
+
 SAMPLER_TOOLTIP = (
     "ddim (default) and euler run the pack's deterministic DDIM loop (eta 0 = Euler in sigma-space): every "
     "constraint works, and pass 2 resumes from pass 1. Any other ComfyUI sampler works for the anchor and for "
@@ -82,7 +90,8 @@ class RerenderCrossFrameSampler:
         "(decoder self-attention), shape-aware latent fusion with the flow-warped anchor (early steps), "
         "colour-aware AdaIN (late steps), then pixel-aware fusion: a second pass that inpaints the fused, "
         "warped anchor/previous renders (encoded with E*) outside the occlusion mask at mid steps. Pass 2 "
-        "resumes from pass 1 where they start to differ. Windows are fractions of the sampled steps; "
+        "resumes from pass 1 where they start to differ (rough_render 'early' also stops pass 1 there: one plain "
+        "run's steps in all). Windows are fractions of the sampled steps; "
         "start > end switches a constraint off. Model: SD1.5 family. Apply ControlNet to positive and "
         "negative upstream with this frame's hint.")
     CATEGORY = CATEGORY
@@ -171,20 +180,23 @@ class RerenderCrossFrameSampler:
                                              "tooltip": "Resume pass 2 from pass 1's state at the pixel-fusion "
                                                         "window (same result, fewer steps). Off = pass 2 from "
                                                         "scratch, for checking."}),
+                "rough_render": (list(ROUGH_RENDERS), {"default": "full", "tooltip": ROUGH_RENDER_TOOLTIP}),
             },
         }
 
     def sample(self, model, positive, negative, vae, frames, frame_index, seed, steps, cfg, sampler_name, scheduler,
                denoise, cross_start, cross_end, warp_start, warp_end, mask_start, mask_end, ada_start, ada_end,
                mask_strength, inner_strength, smooth_boundary, loose_cfattn, style_update_freq, pixel_fusion,
-               reference=None, flow=None, latent=None, anchor_index=-1, previous_index=-1, resume_pass2=True):
+               reference=None, flow=None, latent=None, anchor_index=-1, previous_index=-1, resume_pass2=True,
+               rough_render="full"):
         frame = _pick(check_image_batch(frames, "frames"), frame_index, "frames")
         check_latent_size(frame.shape[1], frame.shape[2], "frames")
         settings = ConstraintSettings(
             cross_period=window("cross", cross_start, cross_end), warp_period=window("warp", warp_start, warp_end),
             mask_period=window("mask", mask_start, mask_end, strict=True), ada_period=window("ada", ada_start, ada_end),
             mask_strength=mask_strength, inner_strength=inner_strength, smooth_boundary=smooth_boundary,
-            loose_cfattn=loose_cfattn, style_update_freq=style_update_freq, pixel_fusion=pixel_fusion)
+            loose_cfattn=loose_cfattn, style_update_freq=style_update_freq, pixel_fusion=pixel_fusion,
+            rough_render=rough_render)
         adapter = ComfyModelAdapter(model, positive, negative, vae, seed, steps, cfg, sampler_name, scheduler, denoise)
         source = None
         if latent is not None:
@@ -194,7 +206,7 @@ class RerenderCrossFrameSampler:
             source = adapter.to_model_space(_pick(latent["samples"], frame_index, "latent"))
         total = len(adapter.sigmas) - 1
         split = settings.mask_period.first(total) if reference is not None and pixel_fusion else None
-        progress = Progress(total if split is None else total + (total - split if resume_pass2 else total))
+        progress = Progress(planned_steps(total, split, resume_pass2, rough_render))
         result = render_keyframe(adapter, frame, frame_index, reference, flow, settings, latent=source,
                                  anchor_index=anchor_index, previous_index=previous_index, resume=resume_pass2,
                                  progress=progress)

@@ -16,6 +16,7 @@ from ..flow.pairs import PAIR_MODES, pairs_for_mode
 from ..flow.raft import RAFT_MODELS, TORCHVISION_FILES, RaftFlow, find_weights, list_weight_files
 from ..flow.visualize import flow_preview
 from ._comfy import Progress, model_folders, torch_device
+from .keyframes import keyframe_choice_widgets
 
 FLOW_MODEL_FOLDER = "optical_flow"
 BACKENDS = ("dis", *RAFT_MODELS)
@@ -93,13 +94,7 @@ class RerenderEstimateFlow:
                                                  "frame with its previous and next keyframe, each keyframe with "
                                                  "the previous one and the anchor (keyframe stage). "
                                                  "consecutive+keyframes: both."}),
-                "keyframe_interval": ("INT", {"default": 10, "min": 1, "max": 10000, "tooltip":
-                                              "Keyframes at frames 0, K, 2K, … for the keyframes pair modes "
-                                              "(used when keyframe_indices is empty and no KEYFRAMES input is "
-                                              "connected)."}),
-                "keyframe_indices": ("STRING", {"default": "", "tooltip":
-                                                "Explicit keyframe frame numbers, e.g. '0, 12, 30' (0-based); "
-                                                "overrides the interval. A KEYFRAMES input overrides both."}),
+                **keyframe_choice_widgets("Used by the keyframes pair modes."),
                 "occlusion_alpha": ("FLOAT", {"default": ALPHA, "min": 0.0, "max": 1.0, "step": 0.001,
                                               "advanced": True, "tooltip":
                                               "Relative threshold α of the forward–backward check "

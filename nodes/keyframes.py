@@ -60,3 +60,23 @@ class RerenderKeyframeSelection:
 
 NODE_CLASS_MAPPINGS = {"RerenderKeyframeSelection": RerenderKeyframeSelection}
 NODE_DISPLAY_NAME_MAPPINGS = {"RerenderKeyframeSelection": "Rerender Keyframe Selection"}
+
+
+def keyframe_choice_widgets(purpose: str = "") -> dict:
+    """The ``keyframe_interval`` / ``keyframe_indices`` widget pair of nodes that take a keyframe choice.
+
+    Args:
+        purpose: a sentence added to the interval's tooltip (what the keyframes are for on this node).
+
+    Returns:
+        ``{"keyframe_interval": ..., "keyframe_indices": ...}`` for a node's ``INPUT_TYPES``; the node resolves
+        them with :func:`common.keyframes.resolve` (an optional KEYFRAMES input overrides both).
+    """
+    interval_tooltip = ("K: keyframes at frames 0, K, 2K, … (used when keyframe_indices is empty and no KEYFRAMES "
+                        "input is connected). The paper uses 5-20." + (f" {purpose}" if purpose else ""))
+    return {
+        "keyframe_interval": ("INT", {"default": 10, "min": 1, "max": 10000, "tooltip": interval_tooltip}),
+        "keyframe_indices": ("STRING", {"default": "", "tooltip":
+                                        "Explicit keyframe frame numbers, e.g. '0, 12, 30' (0-based); overrides "
+                                        "the interval. A KEYFRAMES input overrides both."}),
+    }

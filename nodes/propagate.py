@@ -11,6 +11,7 @@ from ..propagation.keyframe_files import load_keyframe_folder
 from ..propagation.params import SynthesisParams
 from ..propagation.sequence import DIRECTION_MODES, plan_chains, propagate_video
 from ._comfy import Progress, input_directory
+from .keyframes import keyframe_choice_widgets
 
 BACKENDS = ("auto", "cpu", "cuda")
 
@@ -44,12 +45,7 @@ class RerenderEbSynthPropagate:
                                                             "of the frames' size."}),
                 "flow": ("FLOW", {"tooltip": "Optical flow of these frames with consecutive pairs (Rerender "
                                              "Estimate Flow, pair_mode consecutive)."}),
-                "keyframe_interval": ("INT", {"default": 10, "min": 0, "max": 10000, "tooltip":
-                                              "Keyframes at frames 0, K, 2K, … (used when keyframe_indices is "
-                                              "empty and no KEYFRAMES input is connected)."}),
-                "keyframe_indices": ("STRING", {"default": "", "tooltip":
-                                                "Explicit keyframe frame numbers, e.g. '0, 12, 30' (0-based); "
-                                                "overrides the interval. A KEYFRAMES input overrides both."}),
+                **keyframe_choice_widgets("Must match the keyframes the stylized images are of."),
                 "direction": (list(DIRECTION_MODES), {"default": "both", "tooltip":
                                                       "Between keyframes: propagate both ways (needed by the "
                                                       "temporal blend), or only forward / backward. Frames before "

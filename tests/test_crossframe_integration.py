@@ -10,7 +10,8 @@ touched); random-weight SD1.5-layout checkpoint + ControlNet are reused from the
 ``models/`` or made with the harness's ``make_tiny_sd15.py`` (``COMFYUI_HARNESS`` or
 ``/work/shared/tools/comfyui_harness``). Then it queues API-format prompts over HTTP on two Megamind
 frames at 256×256: the anchor, a keyframe with every constraint, the same keyframe with each
-constraint switched off, and with pass 2 run from scratch; latents come back through core
+constraint switched off, with pass 2 run from scratch, and with ``rough_render="early"`` (resumed and
+from scratch); latents come back through core
 ``SaveLatent``. The FLOW comes from a fixture node that loads an OpenCV DIS flow computed here into
 the pack's own ``FlowPairs``. Bad inputs (a non-SD1.5-layout checkpoint, frames not multiple of 8)
 must fail with the pack's messages. In this process, the checkpoint's UNet (loaded by ComfyUI) is run
@@ -22,16 +23,9 @@ so that every constraint acts at 3 steps.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import av
@@ -40,9 +34,10 @@ import cv2
 import numpy as np
 import pytest
 
+from rerender_video.tests.comfy_server import ComfyServer, ModelsUnavailable, error_message, make_base
+
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "tiny_sd15_sd15layout_taesd.safetensors"
 CONTROLNET = "tiny_sd15_sd15layout_controlnet.safetensors"
 NOT_SD15_LAYOUT = "tiny_sd15_tiny.safetensors"
@@ -110,112 +105,19 @@ def occlusion(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
     return bad.astype(np.float32)
 
 
-# --------------------------------------------------------------------------- server
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ComfyServer:
-    """A ComfyUI server on a free loopback port with its own base directory."""
-
-    def __init__(self, comfy_root: Path, base: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(base / "server.log", "w")
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-        self.process = subprocess.Popen(
-            [sys.executable, str(comfy_root / "main.py"), "--cpu", "--disable-auto-launch", "--listen", "127.0.0.1",
-             "--port", str(self.port), "--base-directory", str(base), "--disable-api-nodes"],
-            cwd=str(comfy_root), stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self.base = base
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"ComfyUI exited at start:\n{(base / 'server.log').read_text()[-4000:]}")
-            try:
-                self.get("/system_stats")
-                return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(1)
-        self.stop()
-        raise RuntimeError("ComfyUI did not start in 300 s")
-
-    def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=30) as response:
-            return json.loads(response.read())
-
-    def queue(self, prompt: dict) -> str:
-        request = urllib.request.Request(self.url + "/prompt", data=json.dumps(
-            {"prompt": prompt, "client_id": uuid.uuid4().hex}).encode(), headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as response:
-                return json.loads(response.read())["prompt_id"]
-        except urllib.error.HTTPError as error:
-            raise AssertionError(f"prompt rejected: {error.read().decode()}") from error
-
-    def wait(self, prompt_id: str, timeout: float = 3600) -> dict:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            history = self.get(f"/history/{prompt_id}")
-            if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-                entry = history[prompt_id]
-                if entry["status"].get("status_str") in ("success", "error"):
-                    return entry
-            time.sleep(2)
-        raise AssertionError(f"prompt {prompt_id} did not finish in {timeout} s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
-
-
-def _error_message(entry: dict) -> str:
-    for kind, data in entry["status"].get("messages", []):
-        if kind == "execution_error":
-            return f"{data.get('exception_type')}: {data.get('exception_message')}"
-    return json.dumps(entry["status"])
-
-
 # --------------------------------------------------------------------------- setup
-def _models(comfy_root: Path, base: Path) -> None:
-    """Link the random-weight models into ``base/models`` (making them if the checkout lacks them)."""
-    wanted = {"checkpoints": [CHECKPOINT, NOT_SD15_LAYOUT], "controlnet": [CONTROLNET]}
-    if all((comfy_root / "models" / folder / name).exists() for folder, names in wanted.items() for name in names):
-        for folder, names in wanted.items():
-            (base / "models" / folder).mkdir(parents=True, exist_ok=True)
-            for name in names:
-                (base / "models" / folder / name).symlink_to(comfy_root / "models" / folder / name)
-        return
-    harness = Path(os.environ.get("COMFYUI_HARNESS", "/work/shared/tools/comfyui_harness"))
-    generator = harness / "make_tiny_sd15.py"
-    if not generator.exists():
-        pytest.skip(f"no random-weight checkpoints in {comfy_root}/models and no make_tiny_sd15.py in {harness} "
-                    "(set COMFYUI_HARNESS)")
-    models = base / "models"
-    for args in (["--preset", "sd15layout", "--vae", "taesd", "--name", Path(CHECKPOINT).stem, "--no-controlnet"],
-                 ["--preset", "sd15layout", "--no-checkpoint"],
-                 ["--preset", "tiny", "--vae", "taesd", "--name", Path(NOT_SD15_LAYOUT).stem, "--no-controlnet"]):
-        subprocess.run([sys.executable, str(generator), "--models-dir", str(models), *args], check=True)
+MODELS = [("checkpoints", CHECKPOINT), ("checkpoints", NOT_SD15_LAYOUT), ("controlnet", CONTROLNET)]
 
 
 @pytest.fixture(scope="module")
 def comfy_base(comfyui_root, megamind_path, tmp_path_factory) -> Path:
     """A ComfyUI base directory: the pack + fixture pack, the models, two frames, hints and their flow."""
-    base = tmp_path_factory.mktemp("comfy_base")
-    (base / "custom_nodes").mkdir()
-    (base / "custom_nodes" / "rerender_video").symlink_to(ROOT, target_is_directory=True)
-    (base / "custom_nodes" / "rerender_test_flow").mkdir()
-    (base / "custom_nodes" / "rerender_test_flow" / "__init__.py").write_text(FLOW_FIXTURE)
-    _models(Path(comfyui_root), base)
+    try:
+        base = make_base(tmp_path_factory.mktemp("comfy_base"), Path(comfyui_root), MODELS,
+                         {"rerender_test_flow": FLOW_FIXTURE})
+    except ModelsUnavailable as error:
+        pytest.skip(str(error))
     inputs = base / "input"
-    inputs.mkdir()
     frames = megamind_frames(megamind_path)
     for index, frame in enumerate(frames):
         cv2.imwrite(str(inputs / f"frame{index}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
@@ -252,6 +154,8 @@ VARIANTS = {
     "no_pixel": {"pixel_fusion": False},
     "no_adain": {"ada_start": 1.0, "ada_end": 0.0},
     "no_resume": {"resume_pass2": False},
+    "early": {"rough_render": "early"},
+    "early_no_resume": {"rough_render": "early", "resume_pass2": False},
 }
 
 
@@ -318,7 +222,7 @@ def run(comfy):
     start = time.time()
     entry = comfy.wait(comfy.queue(prompt))
     elapsed = time.time() - start
-    assert entry["status"]["status_str"] == "success", _error_message(entry)
+    assert entry["status"]["status_str"] == "success", error_message(entry)
     print(f"\nComfyUI workflow (anchor + {len(VARIANTS)} keyframe variants, {STEPS} steps, {SIZE}x{SIZE}, CPU): "
           f"{elapsed:.0f} s")
     return {name: _load_latent(comfy.base, name) for name in ["anchor", "ksampler", "fidelity", "plain", *VARIANTS]}
@@ -354,6 +258,18 @@ class TestInComfyUI:
     def test_resumed_pass2_equals_full_two_pass(self, run):
         assert (run["full"] - run["no_resume"]).abs().max().item() == 0.0
 
+    def test_early_rough_render_resumed_equals_pass2_from_scratch(self, run):
+        assert (run["early"] - run["early_no_resume"]).abs().max().item() == 0.0
+
+    def test_early_rough_render_changes_less_than_pixel_fusion_itself(self, run):
+        # "early" replaces only the rough render, which enters the fused image where both references
+        # are occluded; dropping pixel fusion changes far more. (Random weights: the random UNet's x̂0
+        # hardly moves between steps, so the two rough renders are close here; this guards the wiring.)
+        early = (run["early"] - run["full"]).abs().mean().item()
+        no_pixel = (run["no_pixel"] - run["full"]).abs().mean().item()
+        print(f"\nmean |Δlatent|: early vs full {early:.5f}, pixel fusion off vs on {no_pixel:.5f}")
+        assert early < 0.1 * no_pixel
+
     def test_fidelity_encode_differs_from_plain_encode(self, run):
         assert ((run["fidelity"] - run["plain"]).abs().mean() / run["plain"].abs().mean()).item() > 1e-3
 
@@ -365,7 +281,7 @@ class TestBadInputInComfyUI:
         prompt["save"] = _save("anchor", "bad_model")
         entry = comfy.wait(comfy.queue(prompt), timeout=900)
         assert entry["status"]["status_str"] == "error"
-        message = _error_message(entry)
+        message = error_message(entry)
         assert "model: Expected an SD1.5-family MODEL" in message and "attention in output blocks" in message, message
 
     def test_frames_not_multiple_of_8(self, comfy):
@@ -374,7 +290,7 @@ class TestBadInputInComfyUI:
         prompt["save"] = _save("anchor", "bad_size")
         entry = comfy.wait(comfy.queue(prompt), timeout=900)
         assert entry["status"]["status_str"] == "error"
-        assert "frames: Expected a width and height that are multiples of 8" in _error_message(entry)
+        assert "frames: Expected a width and height that are multiples of 8" in error_message(entry)
 
 
 # --------------------------------------------------------------------------- in-process UNet

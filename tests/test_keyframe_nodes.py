@@ -50,6 +50,12 @@ class TestDefinitions:
         assert "pixel-aware fusion" in tooltip and "euler" in tooltip
         assert spec["mask_strength"][1]["default"] == 0.5 and spec["inner_strength"][1]["default"] == 0.9
 
+    def test_rough_render_defaults_to_the_exact_full_pass(self):
+        spec = RerenderCrossFrameSampler.INPUT_TYPES()["optional"]["rough_render"]
+        assert spec[0] == ["full", "early"] and spec[1]["default"] == "full"
+        tooltip = spec[1]["tooltip"]
+        assert "29 model steps" in tooltip and "20 model steps" in tooltip and "occluded" in tooltip  # cost and effect
+
     def test_reference_flow_latent_are_optional(self):
         optional = RerenderCrossFrameSampler.INPUT_TYPES()["optional"]
         assert optional["reference"][0] == "REFERENCE" and optional["flow"][0] == "FLOW"

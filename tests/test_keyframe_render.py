@@ -17,14 +17,18 @@ import torch
 from rerender_video.common.errors import InputError
 from rerender_video.flow.types import FlowPairs
 from rerender_video.keyframe.attention import FeatureStore
-from rerender_video.keyframe.render import ConstraintSettings, render_keyframe
+from rerender_video.keyframe.constraints import KeyframeConstraints
+from rerender_video.keyframe.fusion import soft_occlusion
+from rerender_video.keyframe.render import ConstraintSettings, planned_steps, render_keyframe
 from rerender_video.keyframe.toy import ToyAdapter
 from rerender_video.keyframe.windows import StepWindow
 
 SIZE = 64
 STEPS = 10
+SPLIT = 6  # first pixel-fusion step at 10 steps (mask window 0.5-0.8, strict)
 OFF = StepWindow(1.0, 0.0)
 EXACT = ConstraintSettings(feature_dtype=torch.float32)
+EARLY = dataclasses.replace(EXACT, rough_render="early")
 
 
 def dis_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -228,6 +232,108 @@ class TestReferenceUpdates:
         assert torch.equal(second.reference.previous_render, second.image)  # renders always move on
 
 
+class RecordingAdapter(ToyAdapter):
+    """The toy adapter, keeping every x̂0 it hands to the sampler (after the post-CFG edits)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.denoised: list[torch.Tensor] = []
+
+    def denoise(self, x, sigma, constraints, branch_offset=None):
+        out = super().denoise(x, sigma, constraints, branch_offset)
+        self.denoised.append(out.clone())
+        return out
+
+
+class WithoutOcclusion:
+    """A FLOW with the same vectors and no occluded pixel."""
+
+    def __init__(self, flow: FlowPairs) -> None:
+        self.flow, self.frame_size = flow, flow.frame_size
+
+    def between(self, source: int, target: int):
+        vectors, occlusion = self.flow.between(source, target)
+        return vectors, torch.zeros_like(occlusion)
+
+
+class TestEarlyRoughRender:
+    """``rough_render="early"``: pass 1 stops at the pixel-fusion window, Ī' = D(pass 1's x̂0 there)."""
+
+    def test_pass1_runs_only_the_steps_before_the_window(self, video, keyframe1):
+        images, flow = video
+        adapter = ToyAdapter(steps=STEPS, seed=7)
+        done = []
+        result = render_keyframe(adapter, images[2:3], 2, keyframe1.reference, flow, EARLY, progress=done.append)
+        info = result.info
+        assert info["rough_render"] == "early" and info["resumed_at"] == SPLIT
+        assert info["steps_pass1"] == SPLIT
+        assert info["steps_run"] == info["steps_planned"] == STEPS == planned_steps(STEPS, SPLIT, True, "early")
+        assert adapter.model_calls == STEPS and done == list(range(1, STEPS + 1))  # one plain run's model calls
+        assert info["applied_pass1"] == {"adain": [], "shape": [0, 1], "pixel": []}  # AdaIN (8, 9) is pass 2's
+        assert info["applied_pass2"] == {"adain": [8, 9], "shape": [], "pixel": [6, 7]}
+        assert result.reference.previous_features.steps() == list(range(STEPS))  # 0-5 from pass 1, 6-9 pass 2
+
+    def test_rough_render_is_the_decoded_x0_of_pass1_before_the_window(self, video, keyframe1):
+        images, flow = video
+        single = RecordingAdapter(steps=STEPS, seed=7)  # pass 1 = the single pass until the window
+        render_keyframe(single, images[2:3], 2, keyframe1.reference, flow, dataclasses.replace(EXACT, pixel_fusion=False))
+        early = render_keyframe(ToyAdapter(steps=STEPS, seed=7), images[2:3], 2, keyframe1.reference, flow, EARLY)
+        assert len(single.denoised) == STEPS
+        assert torch.equal(early.rough_image, single.decode(single.denoised[SPLIT - 1]))
+
+    @pytest.mark.parametrize("second", [False, True], ids=["first-keyframe", "second-keyframe"])
+    def test_resumed_pass2_equals_pass2_from_scratch_given_the_same_rough_render(self, adapter, video, anchor,
+                                                                                 keyframe1, second):
+        images, flow = video
+        reference = keyframe1.reference if second else anchor.reference
+        index = 2 if second else 1
+        resumed = render_keyframe(adapter, images[index:index + 1], index, reference, flow, EARLY)
+        scratch = render_keyframe(adapter, images[index:index + 1], index, reference, flow, EARLY, resume=False)
+        assert scratch.info["steps_run"] == SPLIT + STEPS and scratch.info["resumed_at"] is None
+        assert torch.equal(resumed.rough_image, scratch.rough_image)
+        assert torch.equal(resumed.latent, scratch.latent) and torch.equal(resumed.image, scratch.image)
+        assert same_store(resumed.reference.previous_features, scratch.reference.previous_features)
+
+    def test_rough_render_enters_only_where_both_references_are_occluded(self, adapter, video, keyframe1):
+        images, flow = video
+        full = render_keyframe(adapter, images[2:3], 2, keyframe1.reference, flow, EXACT)
+        early = render_keyframe(adapter, images[2:3], 2, keyframe1.reference, flow, EARLY)
+        rough_weight = (soft_occlusion(flow.between(0, 2)[1]) * soft_occlusion(flow.between(1, 2)[1]))[:, 0]
+        fused_change = (early.fused_image - full.fused_image).abs().amax(-1)
+        assert (rough_weight > 0).any() and (rough_weight == 0).any()
+        assert fused_change[rough_weight == 0].max() == 0 and fused_change[rough_weight > 0].max() > 0.01
+        assert not torch.equal(early.latent, full.latent)
+        # The features pass 1 recorded (steps before the window) are the same in both modes.
+        for key in full.reference.previous_features.keys():
+            if key[0] < SPLIT:
+                assert torch.equal(early.reference.previous_features.get(*key), full.reference.previous_features.get(*key))
+
+    def test_without_occlusion_early_equals_full(self, adapter, video, keyframe1):
+        images, flow = video
+        clear = WithoutOcclusion(flow)
+        full = render_keyframe(adapter, images[2:3], 2, keyframe1.reference, clear, EXACT)
+        early = render_keyframe(adapter, images[2:3], 2, keyframe1.reference, clear, EARLY)
+        assert full.info["steps_run"] == STEPS + STEPS - SPLIT and early.info["steps_run"] == STEPS
+        assert not torch.equal(early.rough_image, full.rough_image)
+        assert torch.equal(early.latent, full.latent) and torch.equal(early.image, full.image)
+
+    def test_single_pass_ignores_the_option(self, adapter, video, anchor):
+        images, flow = video
+        result = render_keyframe(adapter, images[1:2], 1, anchor.reference, flow,
+                                 dataclasses.replace(EARLY, pixel_fusion=False))
+        assert result.info["steps_run"] == STEPS and result.info["rough_render"] is None
+        assert result.rough_image is None
+
+    def test_sampler_stops_and_captures_the_resume_state(self, adapter, video):
+        images, _ = video
+        hooks = KeyframeConstraints(adapter.sigmas, record_x0=True, capture_step=SPLIT, stop_step=SPLIT)
+        x = adapter.sample(adapter.encode(images[:1]), hooks)
+        state = hooks.captured
+        assert sorted(hooks.x0_trajectory) == list(range(SPLIT)) and state.step == SPLIT
+        assert torch.equal(x, state.x) and torch.equal(state.denoised_prev, hooks.x0_trajectory[SPLIT - 1])
+        torch.testing.assert_close(state.denoised_prev + adapter.sigmas[SPLIT] * state.eps_prev, x)
+
+
 class TestBadInput:
     def test_reference_from_another_resolution(self, adapter, video, anchor):
         images, _ = video
@@ -289,3 +395,5 @@ class TestBadInput:
             ConstraintSettings(mask_strength=1.5)
         with pytest.raises(InputError, match="style_update_freq"):
             ConstraintSettings(style_update_freq=0)
+        with pytest.raises(InputError, match="rough_render: Expected one of full, early"):
+            ConstraintSettings(rough_render="fast")

@@ -95,3 +95,24 @@ class TestSceneCuts:
         selection, text, images = RerenderKeyframeSelection().select(frames, "scene_cuts", 4, "", 20.0)
         assert selection.indices == (0, 4, 6, 10) and text == "0, 4, 6, 10"
         assert images.shape == (4, 16, 16, 3)
+
+
+class TestSelectionNode:
+    def test_uniform_and_explicit_modes(self):
+        frames = torch.rand(12, 8, 8, 3, generator=torch.Generator().manual_seed(0))
+        selection, text, images = RerenderKeyframeSelection().select(frames, "uniform", 4, "", 20.0)
+        assert selection.indices == (0, 4, 8) and selection.mode == "uniform" and text == "0, 4, 8"
+        assert torch.equal(images, frames[[0, 4, 8]])
+        selection, text, _ = RerenderKeyframeSelection().select(frames, "explicit", 4, "9, 2", 20.0)
+        assert selection.indices == (2, 9) and selection.anchor == 2 and text == "2, 9"
+
+    @pytest.mark.parametrize("mode, interval, listed, message", [
+        ("uniform", 12, "", "keyframe_interval"),            # K as large as the video
+        ("explicit", 4, "", "at least one frame"),           # an empty list
+        ("explicit", 4, "0, 12", r"\[12\]"),                 # past the last frame
+        ("explicit", 4, "3, 7, 3", "duplicates"),            # a repeated index
+        ("scene_cuts", 0, "", "keyframe_interval"),          # K of 0 in scene-cut mode
+    ])
+    def test_bad_input_through_the_node(self, mode, interval, listed, message):
+        with pytest.raises(InputError, match=message):
+            RerenderKeyframeSelection().select(torch.rand(12, 8, 8, 3), mode, interval, listed, 20.0)

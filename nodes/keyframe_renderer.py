@@ -1,0 +1,324 @@
+"""Node: Rerender Keyframe Renderer — every keyframe of a video with the cross-frame constraints (paper §4.1).
+
+The node validates its inputs, binds :func:`keyframe.render.render_keyframe` to ComfyUI's model
+(:class:`nodes._keyframe_adapter.ComfyModelAdapter`) and to each keyframe's ControlNet hint, and
+hands it to :func:`keyframe.loop.render_keyframes`, which owns the order, progress and the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Sequence
+
+import torch
+
+from ..common import cache
+from ..common.checks import check_image_batch
+from ..common.errors import input_error
+from ..common.keyframes import Keyframes, resolve
+from ..keyframe.fusion import check_latent_size
+from ..keyframe.loop import FORMAT_VERSION, check_flow_pairs, render_keyframes
+from ..keyframe.render import ConstraintSettings, planned_steps, render_keyframe
+from ._comfy import Progress, free_model_memory
+from ._keyframe_widgets import constraint_names, constraint_settings, constraint_widgets, sampling_widgets
+from ._model_identity import (conditioning_identity, control_chain, describe, is_control, model_identity,
+                              vae_identity)
+from .keyframes import keyframe_choice_widgets
+
+logger = logging.getLogger(__name__)
+
+CATEGORY = "Rerender/keyframes"
+
+
+class RerenderKeyframeRenderer:
+    """Render all keyframes: the anchor, then each keyframe with the anchor and the previous keyframe."""
+
+    DESCRIPTION = (
+        "Renders the keyframes of a video with Rerender A Video's hierarchical cross-frame constraints (§4.1). "
+        "The anchor (first keyframe) renders first and records the reference; every later keyframe renders "
+        "with cross-frame attention to the anchor and the previous keyframe, shape-aware fusion with the "
+        "flow-warped anchor, pixel-aware fusion of the warped anchor and previous renders (a second, partial "
+        "pass) and AdaIN to the anchor's colours. Work in stages: first_keyframe_only renders just the anchor "
+        "to tune prompt, denoise and ControlNet; then switch it off and the anchor is read back from disk. "
+        "Every finished keyframe is cached on disk by its inputs, so a run that was cancelled or crashed "
+        "resumes after the last finished keyframe with the same result. ControlNet: apply it to positive "
+        "and negative with core Apply ControlNet; connect the per-frame hints (e.g. core Canny of the frames) "
+        "to control_images and each keyframe gets its own. SD1.5-family models.")
+    CATEGORY = CATEGORY
+    FUNCTION = "render"
+    RETURN_TYPES = ("IMAGE", "STRING", "KEYFRAMES")
+    RETURN_NAMES = ("keyframe_images", "indices", "keyframes")
+    OUTPUT_TOOLTIPS = (
+        "The rendered keyframes [M,H,W,3] in frame order (only the anchor with first_keyframe_only); connect "
+        "to Rerender EbSynth Propagate's stylized_keyframes.",
+        "Their frame indices as text, e.g. '0, 10, 20'.",
+        "KEYFRAMES matching keyframe_images (only the anchor with first_keyframe_only); connect to Rerender "
+        "EbSynth Propagate's keyframes.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        constraints_required, constraints_optional = constraint_widgets()
+        return {
+            "required": {
+                "frames": ("IMAGE", {"tooltip": "The video frames [N,H,W,3] (Rerender Load Video); width and height "
+                                                "multiples of 8."}),
+                "model": ("MODEL", {"tooltip": "An SD1.5-family model; LoRAs and other model patches go upstream "
+                                               "(e.g. core Load LoRA)."}),
+                "positive": ("CONDITIONING", {"tooltip": "Positive prompt, with the ControlNet applied (core Apply "
+                                                         "ControlNet)."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt, with the same ControlNet applied."}),
+                "vae": ("VAE", {"tooltip": "VAE: encodes each keyframe (SDEdit start), decodes the renders, E* "
+                                           "encodes the fused references."}),
+                **keyframe_choice_widgets(),
+                "first_keyframe_only": ("BOOLEAN", {"default": False, "tooltip":
+                                                    "Render only the anchor (the first keyframe), to tune the look "
+                                                    "quickly. Switch off to render all keyframes: the anchor is "
+                                                    "read back from the cache when nothing else changed."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
+                                 "tooltip": "Noise seed, the same noise for every keyframe (more consistent "
+                                            "keyframes). Kept fixed between runs on purpose: a new seed renders "
+                                            "every keyframe again."}),
+                **sampling_widgets(),
+                "free_model_after": ("BOOLEAN", {"default": True, "tooltip":
+                                                 "Unload the diffusion model (and ControlNet, VAE) from memory when "
+                                                 "the keyframes are done, before propagation runs. Off keeps them "
+                                                 "loaded for the next run."}),
+                "use_cache": ("BOOLEAN", {"default": True, "tooltip":
+                                          "Read and write finished keyframes on disk (in $RERENDER_CACHE_DIR or "
+                                          "~/.cache/rerender_video). Off renders everything and writes nothing."}),
+                **constraints_required,
+            },
+            "optional": {
+                "flow": ("FLOW", {"tooltip": "Rerender Estimate Flow with pair_mode keyframes or "
+                                             "consecutive+keyframes (the keyframe pairs (anchor, k) and (previous "
+                                             "keyframe, k) are needed for shape- and pixel-aware fusion; "
+                                             "consecutive+keyframes also serves propagation). Not needed with "
+                                             "first_keyframe_only."}),
+                "keyframes": ("KEYFRAMES", {"tooltip": "Keyframe selection (Rerender Keyframe Selection); overrides "
+                                                       "keyframe_interval and keyframe_indices. Connect the same "
+                                                       "KEYFRAMES to Rerender Estimate Flow."}),
+                "control_images": ("IMAGE", {"tooltip": "Per-frame ControlNet hints aligned with frames [N,H,W,3] "
+                                                        "(e.g. core Canny on the frames), or one per keyframe "
+                                                        "[M,H,W,3]: each keyframe's hint replaces the hint of every "
+                                                        "ControlNet applied to positive/negative. Unconnected: a "
+                                                        "ControlNet whose hint batch has one image per frame gets "
+                                                        "the keyframe's image, others are used as they are."}),
+                **constraints_optional,
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def render(self, frames, model, positive, negative, vae, keyframe_interval, keyframe_indices, first_keyframe_only,
+               seed, steps, cfg, sampler_name, scheduler, denoise, free_model_after, use_cache, flow=None,
+               keyframes: Keyframes | None = None, control_images=None, unique_id=None, **constraints):
+        plan = plan_render(frames, keyframe_interval, keyframe_indices, keyframes, first_keyframe_only, steps,
+                           constraints, flow, control_images)
+        from ._keyframe_adapter import ComfyModelAdapter
+
+        adapter = ComfyModelAdapter(model, positive, negative, vae, seed, steps, cfg, sampler_name, scheduler, denoise)
+        hints = KeyframeHints(positive, negative, control_images, plan.frame_count, plan.indices)
+        frames = plan.frames
+
+        def render_one(frame_index, reference, *, release_reference, progress):
+            return render_keyframe(adapter, frames[frame_index:frame_index + 1], frame_index, reference, flow,
+                                   plan.settings, control=hints.conditioning(frame_index),
+                                   release_reference=release_reference, progress=progress)
+
+        base_key = None
+        if use_cache:
+            base_key = base_cache_key(model, vae, positive, negative, adapter.sigmas, plan.settings, constraints,
+                                      seed=int(seed), cfg=float(cfg), sampler_name=sampler_name, scheduler=scheduler,
+                                      steps=int(steps), denoise=float(denoise))
+        units = plan.steps_per_keyframe(len(adapter.sigmas) - 1)[:plan.count]
+        progress = Progress(sum(units), unique_id)
+        result = render_keyframes(render_one, plan.indices, first_keyframe_only=bool(first_keyframe_only),
+                                  base_key=base_key, inputs_of=plan.inputs_of(hints, flow),
+                                  steps_per_keyframe=units, progress=progress)
+        if free_model_after:
+            free_model_memory()
+        rendered = Keyframes(result.indices, plan.frame_count, plan.selection.mode if not first_keyframe_only
+                             else "explicit", plan.selection.shot_starts if not first_keyframe_only else ())
+        summary = result.summary()
+        logger.info("Rerender Keyframe Renderer: %s", summary)
+        text = ", ".join(str(index) for index in result.indices)
+        return {"ui": {"rerender_keyframes": [summary]}, "result": (result.images, text, rendered)}
+
+
+# --------------------------------------------------------------------------- validation and plan
+class RenderPlan:
+    """The validated inputs of one run: frames, keyframes, settings, which flow pairs are read."""
+
+    def __init__(self, frames: torch.Tensor, selection: Keyframes, first_keyframe_only: bool,
+                 settings: ConstraintSettings, steps: int) -> None:
+        self.frames = frames
+        self.frame_count = int(frames.shape[0])
+        self.frame_size = (int(frames.shape[1]), int(frames.shape[2]))
+        self.selection = selection
+        self.indices = tuple(selection.indices)
+        self.count = 1 if first_keyframe_only else len(self.indices)
+        self.settings = settings
+        self.steps = int(steps)
+
+    def uses_flow(self, total_steps: int | None = None) -> bool:
+        """True when shape- or pixel-aware fusion acts on some step (they read the flow)."""
+        total = self.steps if total_steps is None else total_steps
+        pixel = bool(self.settings.pixel_fusion and self.settings.mask_period.steps(total))
+        return self.count > 1 and (bool(self.settings.warp_period.steps(total)) or pixel)
+
+    def steps_per_keyframe(self, total: int) -> list[int]:
+        """Model steps of each keyframe (the progress bar's units): the anchor one pass; a later keyframe
+        pass 1 plus pass 2 from the pixel-fusion window on."""
+        split = self.settings.mask_period.first(total) if self.settings.pixel_fusion else None
+        later = planned_steps(total, split, True, self.settings.rough_render)
+        return [total] + [later] * (len(self.indices) - 1)
+
+    def inputs_of(self, hints: "KeyframeHints", flow: Any):
+        """``inputs_of(position)`` for the cache keys: the frame, its hints, the flow pairs it reads."""
+        uses_flow = self.uses_flow()
+        indices = self.indices
+
+        def parts(position: int) -> list:
+            index = indices[position]
+            found: list = [self.frames[index:index + 1], hints.identity(index)]
+            if uses_flow and position > 0:
+                for source in sorted({indices[0], indices[position - 1]}):
+                    found += ["flow", source, *flow.between(source, index)]
+            return found
+
+        return parts
+
+
+def plan_render(frames: Any, keyframe_interval: int, keyframe_indices: str, keyframes: Keyframes | None,
+                first_keyframe_only: bool, steps: int, constraints: dict, flow: Any = None,
+                control_images: Any = None) -> RenderPlan:
+    """Validate everything that needs no model, in the order a user fixes it.
+
+    Raises:
+        InputError: frames that are not an IMAGE batch with sides multiple of 8; a bad keyframe
+            selection (K ≥ the frame count, empty list, indices out of range or repeated, KEYFRAMES of
+            another video); bad constraint settings; control_images of the wrong count or size; a
+            missing FLOW or missing keyframe pairs when shape- or pixel-aware fusion is on.
+    """
+    frames = check_image_batch(frames, "frames")
+    check_latent_size(frames.shape[1], frames.shape[2], "frames")
+    selection = resolve(int(frames.shape[0]), int(keyframe_interval), str(keyframe_indices or ""), keyframes)
+    settings = constraint_settings(constraints)
+    plan = RenderPlan(frames, selection, bool(first_keyframe_only), settings, steps)
+    if control_images is not None:
+        _check_control_images(control_images, plan)
+    if plan.uses_flow():
+        check_flow_pairs(flow, plan.indices[:plan.count], plan.frame_count, plan.frame_size)
+    return plan
+
+
+def _check_control_images(images: Any, plan: RenderPlan) -> None:
+    images = check_image_batch(images, "control_images")
+    allowed = sorted({1, plan.frame_count, len(plan.indices)})
+    if images.shape[0] not in allowed:
+        raise input_error("control_images", f"one hint per frame ({plan.frame_count}) or per keyframe "
+                          f"({len(plan.indices)}), or one for all", f"{images.shape[0]} images",
+                          "connect core Canny (or another preprocessor) to the same frames as this node")
+
+
+# --------------------------------------------------------------------------- ControlNet hints per keyframe
+class KeyframeHints:
+    """Each keyframe's conditioning: the ControlNet chain copied with the keyframe's hint.
+
+    Args:
+        positive, negative: CONDITIONING with ControlNets applied upstream (or none).
+        control_images: IMAGE ``[N|M|1,H,W,3]`` hints, or ``None``.
+        frame_count, indices: the video's frame count and the keyframe indices.
+
+    With ``control_images``, every ControlNet of the chain gets the keyframe's image (picked by frame
+    index for ``N`` images, by keyframe order for ``M``); without, a ControlNet whose own hint batch
+    holds one image per frame (``N > 1``) gets the keyframe's, any other keeps its hint.
+
+    Raises:
+        InputError: ``control_images`` but no ControlNet in the conditioning.
+    """
+
+    def __init__(self, positive: Any, negative: Any, control_images: torch.Tensor | None, frame_count: int,
+                 indices: Sequence[int]) -> None:
+        self.positive, self.negative = positive, negative
+        self.control_images = control_images
+        self.frame_count = frame_count
+        self.positions = {int(index): position for position, index in enumerate(indices)}
+        self.keyframe_count = len(indices)
+        nets = [net for conditioning in (positive, negative) for _, options in conditioning
+                for net in control_chain(options.get("control") if isinstance(options, dict) else None)]
+        if control_images is not None and not nets:
+            raise input_error("control_images", "positive/negative with a ControlNet applied (core Apply "
+                              "ControlNet) to give the hints to", "conditioning without a ControlNet",
+                              ["apply a ControlNet upstream", "or disconnect control_images"])
+
+    def _pick(self, batch: torch.Tensor, frame_index: int, per_keyframe: bool) -> torch.Tensor:
+        if batch.shape[0] == self.frame_count and self.frame_count > 1:
+            return batch[frame_index:frame_index + 1]
+        if per_keyframe and batch.shape[0] == self.keyframe_count and batch.shape[0] > 1:
+            position = self.positions[frame_index]
+            return batch[position:position + 1]
+        return batch
+
+    def hint(self, net: Any, frame_index: int) -> torch.Tensor:
+        """The hint ``[1|B,3,H,W]`` ControlNet ``net`` uses for keyframe ``frame_index``."""
+        if self.control_images is not None:
+            return self._pick(self.control_images, frame_index, True).movedim(-1, 1)
+        original = net.cond_hint_original
+        return self._pick(original, frame_index, False) if isinstance(original, torch.Tensor) else original
+
+    def conditioning(self, frame_index: int) -> tuple[list, list] | None:
+        """``(positive, negative)`` for keyframe ``frame_index`` (``None``: use the adapter's own)."""
+        copies: dict[int, Any] = {}
+
+        def copy_chain(net: Any) -> Any:
+            if net is None or not is_control(net):
+                return net
+            if id(net) not in copies:
+                hint = self.hint(net, frame_index)
+                copy = net.copy().set_cond_hint(hint, net.strength, net.timestep_percent_range, vae=net.vae,
+                                                extra_concat=list(getattr(net, "extra_concat_orig", []) or []))
+                copy.set_previous_controlnet(copy_chain(net.previous_controlnet))
+                copies[id(net)] = copy
+            return copies[id(net)]
+
+        def convert(conditioning: list) -> list:
+            out = []
+            for embedding, options in conditioning:
+                options = dict(options)
+                if options.get("control") is not None:
+                    options["control"] = copy_chain(options["control"])
+                out.append([embedding, options])
+            return out
+
+        return convert(self.positive), convert(self.negative)
+
+    def identity(self, frame_index: int) -> list:
+        """The hints keyframe ``frame_index`` uses, for its cache key."""
+        parts: list = []
+        for conditioning in (self.positive, self.negative):
+            for _, options in conditioning:
+                for net in control_chain(options.get("control") if isinstance(options, dict) else None):
+                    hint = self.hint(net, frame_index)  # hashed in full: edge maps are sparse
+                    parts.append(hint if isinstance(hint, torch.Tensor) else describe(hint))
+        return parts
+
+
+# --------------------------------------------------------------------------- cache key
+def base_cache_key(model: Any, vae: Any, positive: Any, negative: Any, sigmas: torch.Tensor,
+                   settings: ConstraintSettings, constraints: dict, **sampling: Any) -> str | None:
+    """Hash of everything every keyframe depends on (see :mod:`nodes._model_identity`); ``None`` — no
+    cache — when an input cannot be identified."""
+    try:
+        widgets = {name: constraints[name] for name in constraint_names() if name in constraints}
+        return cache.content_key("rerender-keyframe-renderer", FORMAT_VERSION, model_identity(model),
+                                 vae_identity(vae), conditioning_identity(positive), conditioning_identity(negative),
+                                 torch.as_tensor(sigmas).float().cpu(), repr(settings), describe(widgets),
+                                 describe(sampling))
+    except Exception as error:  # an exotic model patch: render without the cache rather than fail
+        logger.warning("Rerender Keyframe Renderer: inputs cannot be identified for the cache (%s: %s); "
+                       "rendering without it", type(error).__name__, error)
+        return None
+
+
+NODE_CLASS_MAPPINGS = {"RerenderKeyframeRenderer": RerenderKeyframeRenderer}
+NODE_DISPLAY_NAME_MAPPINGS = {"RerenderKeyframeRenderer": "Rerender Keyframe Renderer"}
