@@ -67,11 +67,11 @@ class RerenderFidelityEncode:
 
 ROUGH_RENDER_TOOLTIP = (
     "Pixel-aware fusion fills the fused reference with a rough render of this keyframe where the anchor AND the "
-    "previous keyframe are occluded. full (default, exact, as the paper): pass 1 runs to the end for it - 29 model "
-    "steps per keyframe at 20 steps. early: pass 1 stops where pixel-aware fusion starts and its x0 prediction "
-    "there (step 10 of 20, blurrier, before AdaIN) is the rough render - 20 model steps, as one KSampler run. The "
-    "rough render reaches the result only around those doubly occluded regions and through the VAE, so early "
-    "changes the render slightly; the rest of the method is unchanged.")
+    "previous keyframe are occluded. early (default): pass 1 stops where pixel-aware fusion starts and its x0 "
+    "prediction there (step 10 of 20, blurrier, before AdaIN) is the rough render - 20 model steps per keyframe, "
+    "as one KSampler run. full (the paper's): pass 1 runs to the end for it - 29 model steps at 20 steps. The "
+    "rough render reaches the result only around those doubly occluded regions and through the VAE, so the two "
+    "differ very slightly; the rest of the method is the same.")
 
 SAMPLER_TOOLTIP = (
     "ddim (default) and euler run the pack's deterministic DDIM loop (eta 0 = Euler in sigma-space): every "
@@ -90,8 +90,8 @@ class RerenderCrossFrameSampler:
         "(decoder self-attention), shape-aware latent fusion with the flow-warped anchor (early steps), "
         "colour-aware AdaIN (late steps), then pixel-aware fusion: a second pass that inpaints the fused, "
         "warped anchor/previous renders (encoded with E*) outside the occlusion mask at mid steps. Pass 2 "
-        "resumes from pass 1 where they start to differ (rough_render 'early' also stops pass 1 there: one plain "
-        "run's steps in all). Windows are fractions of the sampled steps; "
+        "resumes from pass 1 where they start to differ (rough_render 'early', the default, also stops pass 1 "
+        "there: one plain run's steps in all). Windows are fractions of the sampled steps; "
         "start > end switches a constraint off. Model: SD1.5 family. Apply ControlNet to positive and "
         "negative upstream with this frame's hint.")
     CATEGORY = CATEGORY
@@ -180,7 +180,7 @@ class RerenderCrossFrameSampler:
                                              "tooltip": "Resume pass 2 from pass 1's state at the pixel-fusion "
                                                         "window (same result, fewer steps). Off = pass 2 from "
                                                         "scratch, for checking."}),
-                "rough_render": (list(ROUGH_RENDERS), {"default": "full", "tooltip": ROUGH_RENDER_TOOLTIP}),
+                "rough_render": (list(ROUGH_RENDERS), {"default": "early", "tooltip": ROUGH_RENDER_TOOLTIP}),
             },
         }
 
@@ -188,7 +188,7 @@ class RerenderCrossFrameSampler:
                denoise, cross_start, cross_end, warp_start, warp_end, mask_start, mask_end, ada_start, ada_end,
                mask_strength, inner_strength, smooth_boundary, loose_cfattn, style_update_freq, pixel_fusion,
                reference=None, flow=None, latent=None, anchor_index=-1, previous_index=-1, resume_pass2=True,
-               rough_render="full"):
+               rough_render="early"):
         frame = _pick(check_image_batch(frames, "frames"), frame_index, "frames")
         check_latent_size(frame.shape[1], frame.shape[2], "frames")
         settings = ConstraintSettings(

@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 
 from rerender_video.tests.comfy_server import ComfyServer, ModelsUnavailable, error_message, make_base
+from rerender_video.tests.flow_fixtures import dis_flow, occlusion
 
 pytestmark = pytest.mark.integration
 
@@ -89,22 +90,6 @@ def megamind_frames(path: Path, indices=(30, 40)) -> list[np.ndarray]:
     return [frames[i] for i in indices]
 
 
-def dis_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(cv2.cvtColor(source, cv2.COLOR_RGB2GRAY), cv2.cvtColor(target, cv2.COLOR_RGB2GRAY), None)
-
-
-def occlusion(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
-    height, width = flow.shape[:2]
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    map_x, map_y = xs + flow[..., 0], ys + flow[..., 1]
-    back_at = cv2.remap(back, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    total = flow + back_at
-    bad = (total ** 2).sum(-1) > 0.01 * ((flow ** 2).sum(-1) + (back_at ** 2).sum(-1)) + 0.5
-    bad |= (map_x < 0) | (map_x > width - 1) | (map_y < 0) | (map_y > height - 1)
-    return bad.astype(np.float32)
-
-
 # --------------------------------------------------------------------------- setup
 MODELS = [("checkpoints", CHECKPOINT), ("checkpoints", NOT_SD15_LAYOUT), ("controlnet", CONTROLNET)]
 
@@ -146,6 +131,7 @@ SAMPLER_DEFAULTS = {
     "cross_start": 0.0, "cross_end": 1.0, "warp_start": 0.0, "warp_end": 0.1, "mask_start": 0.3, "mask_end": 0.9,
     "ada_start": 0.6, "ada_end": 1.0, "mask_strength": 0.5, "inner_strength": 0.9, "smooth_boundary": True,
     "loose_cfattn": False, "style_update_freq": 1, "pixel_fusion": True,
+    "rough_render": "full",  # the paper's two passes; the "early" variants switch it
 }
 VARIANTS = {
     "full": {},

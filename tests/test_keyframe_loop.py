@@ -356,7 +356,8 @@ class TestNodeInputs:
 
     def test_valid_plan(self, frames):
         made = plan(frames[:9])
-        assert made.indices == (0, 4, 8) and made.uses_flow() and made.steps_per_keyframe(20) == [20, 29, 29]
+        assert made.indices == (0, 4, 8) and made.uses_flow() and made.steps_per_keyframe(20) == [20, 20, 20]
+        assert plan(frames[:9], rough_render="full").steps_per_keyframe(20) == [20, 29, 29]
 
     def test_interval_larger_than_the_video(self, frames):
         with pytest.raises(InputError, match="keyframe_interval"):

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from rerender_video.common.errors import InputError
+from rerender_video.keyframe.render import ConstraintSettings
 from rerender_video.keyframe.toy import ToyAdapter
 from rerender_video.nodes._keyframe_adapter import check_sd15_model, describe_model, sampler_names, scheduler_names
 from rerender_video.nodes.crossframe import (NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, RerenderCrossFrameSampler,
@@ -50,9 +51,10 @@ class TestDefinitions:
         assert "pixel-aware fusion" in tooltip and "euler" in tooltip
         assert spec["mask_strength"][1]["default"] == 0.5 and spec["inner_strength"][1]["default"] == 0.9
 
-    def test_rough_render_defaults_to_the_exact_full_pass(self):
+    def test_rough_render_defaults_to_early_with_full_as_the_option(self):
         spec = RerenderCrossFrameSampler.INPUT_TYPES()["optional"]["rough_render"]
-        assert spec[0] == ["full", "early"] and spec[1]["default"] == "full"
+        assert spec[0] == ["early", "full"] and spec[1]["default"] == "early"
+        assert ConstraintSettings().rough_render == "early"
         tooltip = spec[1]["tooltip"]
         assert "29 model steps" in tooltip and "20 model steps" in tooltip and "occluded" in tooltip  # cost and effect
 

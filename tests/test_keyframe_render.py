@@ -22,30 +22,14 @@ from rerender_video.keyframe.fusion import soft_occlusion
 from rerender_video.keyframe.render import ConstraintSettings, planned_steps, render_keyframe
 from rerender_video.keyframe.toy import ToyAdapter
 from rerender_video.keyframe.windows import StepWindow
+from rerender_video.tests.flow_fixtures import dis_flow, occlusion
 
 SIZE = 64
 STEPS = 10
 SPLIT = 6  # first pixel-fusion step at 10 steps (mask window 0.5-0.8, strict)
 OFF = StepWindow(1.0, 0.0)
-EXACT = ConstraintSettings(feature_dtype=torch.float32)
+EXACT = ConstraintSettings(feature_dtype=torch.float32, rough_render="full")
 EARLY = dataclasses.replace(EXACT, rough_render="early")
-
-
-def dis_flow(source: np.ndarray, target: np.ndarray) -> np.ndarray:
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    return dis.calc(cv2.cvtColor(source, cv2.COLOR_RGB2GRAY), cv2.cvtColor(target, cv2.COLOR_RGB2GRAY), None)
-
-
-def occlusion(flow: np.ndarray, back: np.ndarray) -> np.ndarray:
-    """Forward–backward check (α = 0.01, β = 0.5) plus out-of-frame targets, 1 = occluded."""
-    height, width = flow.shape[:2]
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    map_x, map_y = xs + flow[..., 0], ys + flow[..., 1]
-    back_at = cv2.remap(back, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    total = flow + back_at
-    bad = (total ** 2).sum(-1) > 0.01 * ((flow ** 2).sum(-1) + (back_at ** 2).sum(-1)) + 0.5
-    bad |= (map_x < 0) | (map_x > width - 1) | (map_y < 0) | (map_y > height - 1)
-    return bad.astype(np.float32)
 
 
 def make_flow(frames: list[np.ndarray], pairs: list[tuple[int, int]]) -> FlowPairs:
@@ -395,5 +379,5 @@ class TestBadInput:
             ConstraintSettings(mask_strength=1.5)
         with pytest.raises(InputError, match="style_update_freq"):
             ConstraintSettings(style_update_freq=0)
-        with pytest.raises(InputError, match="rough_render: Expected one of full, early"):
+        with pytest.raises(InputError, match="rough_render: Expected one of early, full"):
             ConstraintSettings(rough_render="fast")
