@@ -64,6 +64,12 @@ def stylize(bgr: np.ndarray) -> np.ndarray:
     return (styled // 32) * 32 + 16
 
 
+def stylize_rgb(frame: np.ndarray) -> np.ndarray:
+    """:func:`stylize` for float RGB frames: ``[H,W,3]`` float in [0,1] → float32 RGB in [0,1]."""
+    bgr = cv2.cvtColor(np.rint(frame * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(stylize(bgr), cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+
+
 def edge(bgr: np.ndarray) -> np.ndarray:
     """Rerender's edge guide: 4-neighbour Laplacian of the BGR uint8 frame, saturated to uint8."""
     return cv2.filter2D(bgr, -1, LAPLACIAN)
@@ -118,3 +124,9 @@ def score(truth_bgr: np.ndarray, output_bgr: np.ndarray) -> tuple[float, float]:
     psnr = peak_signal_noise_ratio(truth_bgr, output_bgr, data_range=255)
     ssim = structural_similarity(truth_bgr, output_bgr, channel_axis=2, data_range=255)
     return float(psnr), float(ssim)
+
+
+def score_rgb(image: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """:func:`score` for float RGB ``[H,W,3]`` in [0,1] (``image`` clipped), quantised to 8 bits by rounding."""
+    output = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    return score(np.rint(truth * 255).astype(np.uint8), output)

@@ -35,11 +35,10 @@ from rerender_cli import load_pack  # noqa: E402
 
 load_pack()
 
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
 
+from rerender_video.benchmarks._anchor_protocol import score_rgb, stylize_rgb  # noqa: E402
 from rerender_video.common.keyframes import Keyframes  # noqa: E402
 from rerender_video.flow.dis import DisFlow  # noqa: E402
 from rerender_video.flow.estimate import estimate_flow  # noqa: E402
@@ -55,19 +54,6 @@ VIDEO = ROOT / "tests" / "data" / "Megamind.avi"
 GAPS = (1, 2, 5, 10)
 
 
-def stylize(frame: np.ndarray) -> np.ndarray:
-    bgr = cv2.cvtColor(np.rint(frame * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
-    styled = cv2.stylization(bgr, sigma_s=60, sigma_r=0.45) // 32 * 32 + 16
-    return cv2.cvtColor(styled, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-
-
-def scores(image: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    a = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    b = np.rint(truth * 255).astype(np.uint8)
-    return (peak_signal_noise_ratio(b, a, data_range=255),
-            structural_similarity(b, a, channel_axis=2, data_range=255))
-
-
 def run_chain(frames, styled, flow, temporal_nnf_init: bool, params: SynthesisParams):
     with tempfile.TemporaryDirectory() as cache:
         os.environ["RERENDER_CACHE_DIR"] = cache
@@ -77,7 +63,7 @@ def run_chain(frames, styled, flow, temporal_nnf_init: bool, params: SynthesisPa
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     count = len(frames) - 1
     outputs = [styled[0]] + [result.candidate(gap, "forward")[0] for gap in range(1, len(frames))]
-    quality = {gap: scores(outputs[gap], styled[gap]) for gap in range(1, len(frames))}
+    quality = {gap: score_rgb(outputs[gap], styled[gap]) for gap in range(1, len(frames))}
     return wall / count, cpu / count, quality, temporal_change(outputs, flow)
 
 
@@ -117,14 +103,14 @@ def main() -> None:
     for width in args.widths:
         frames = load_frames(VIDEO, frame_load_cap=11, skip_first_frames=1, custom_width=width).images
         height = frames.shape[1]
-        styled = np.stack([stylize(frame) for frame in frames.numpy()])
+        styled = np.stack([stylize_rgb(frame) for frame in frames.numpy()])
         os.environ["RERENDER_CACHE_DIR"] = flow_cache
         flow = estimate_flow(frames, consecutive_pairs(len(frames)), DisFlow("medium"))
         runs = {True: [], False: []}
         for _ in range(args.repeats):
             for setting in (True, False):
                 runs[setting].append(run_chain(frames, styled, flow, setting, params))
-        copy = {gap: scores(styled[0], styled[gap])[0] for gap in GAPS}
+        copy = {gap: score_rgb(styled[0], styled[gap])[0] for gap in GAPS}
         truth_change = temporal_change(list(styled), flow)
         print(f"\n{width}x{height}, chain of 10 frames, {args.repeats} run(s) per setting "
               f"(copy-the-keyframe PSNR: " + ", ".join(f"gap {g} {copy[g]:.2f}" for g in GAPS) + ")")

@@ -6,13 +6,13 @@ of the EbSynth anchor protocol (``ebsynth_spec.md`` §5.2), DIS optical flow bet
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 from scipy.sparse.linalg import spsolve
 
+from rerender_video.benchmarks._anchor_protocol import stylize_rgb
 from rerender_video.common.keyframes import Keyframes
 from rerender_video.flow.dis import DisFlow
 from rerender_video.flow.estimate import estimate_flow
@@ -24,18 +24,11 @@ from rerender_video.propagation.result import BACKWARD, FORWARD, Chain, Propagat
 from rerender_video.videoio.reader import load_frames
 
 
-def stylize(frame: np.ndarray) -> np.ndarray:
-    """The anchor protocol's deterministic "style": cv2.stylization, then 8 levels per channel."""
-    bgr = cv2.cvtColor(np.rint(frame * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
-    styled = cv2.stylization(bgr, sigma_s=60, sigma_r=0.45) // 32 * 32 + 16
-    return cv2.cvtColor(styled, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-
-
 @pytest.fixture(scope="module")
 def clip(megamind_path, tmp_path_factory):
     """Frames 1–11 at 256×184 (frame 0 is black), their stylizations, and DIS flow between neighbours."""
     frames = load_frames(megamind_path, frame_load_cap=11, skip_first_frames=1, custom_width=256).images
-    styled = np.stack([stylize(frame) for frame in frames.numpy()])
+    styled = np.stack([stylize_rgb(frame) for frame in frames.numpy()])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RERENDER_CACHE_DIR", str(tmp_path_factory.mktemp("flow-cache")))
         flow = estimate_flow(frames, consecutive_pairs(len(frames)), DisFlow("medium"))

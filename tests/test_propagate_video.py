@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from rerender_video.benchmarks._anchor_protocol import score_rgb, stylize_rgb
 from rerender_video.common.errors import InputError
 from rerender_video.common.keyframes import Keyframes
 from rerender_video.flow.dis import DisFlow
@@ -46,26 +46,11 @@ PROTOCOL_FLOOR_PSNR = {1: 31.0, 2: 30.0, 5: 28.7, 10: 27.6}
 PROTOCOL_FLOOR_SSIM = {1: 0.950, 2: 0.944, 5: 0.928, 10: 0.918}
 
 
-def stylize(frame: np.ndarray) -> np.ndarray:
-    """The anchor protocol's deterministic "style": cv2.stylization, then 8 levels per channel."""
-    bgr = cv2.cvtColor(np.rint(frame * 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
-    styled = cv2.stylization(bgr, sigma_s=60, sigma_r=0.45) // 32 * 32 + 16
-    return cv2.cvtColor(styled, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
-
-
-def scores(image: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """PSNR (dB) and SSIM on 8-bit RGB, as the anchor protocol computes them."""
-    a = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    b = np.rint(truth * 255).astype(np.uint8)
-    return (peak_signal_noise_ratio(b, a, data_range=255),
-            structural_similarity(b, a, channel_axis=2, data_range=255))
-
-
 @pytest.fixture(scope="module")
 def clip(megamind_path, tmp_path_factory):
     """Frames, their stylizations and DIS flow; the cache of this module lives in its own folder."""
     frames = load_frames(megamind_path, frame_load_cap=11, skip_first_frames=1, custom_width=256).images
-    styled = np.stack([stylize(frame) for frame in frames.numpy()])
+    styled = np.stack([stylize_rgb(frame) for frame in frames.numpy()])
     cache = tmp_path_factory.mktemp("propagation-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RERENDER_CACHE_DIR", str(cache))
@@ -91,8 +76,8 @@ def test_forward_propagation_follows_the_per_frame_filter(clip, protocol):
     forward, _ = protocol
     for gap in (1, 2, 5, 10):
         image, error = forward.candidate(gap, FORWARD)
-        psnr, ssim = scores(image, styled[gap])
-        copy_psnr, _ = scores(styled[0], styled[gap])
+        psnr, ssim = score_rgb(image, styled[gap])
+        copy_psnr, _ = score_rgb(styled[0], styled[gap])
         assert psnr > PROTOCOL_FLOOR_PSNR[gap] and ssim > PROTOCOL_FLOOR_SSIM[gap], (gap, psnr, ssim)
         assert psnr > copy_psnr + 2, (gap, psnr, copy_psnr)  # far better than copying the keyframe
         assert error.shape == image.shape[:2] and np.isfinite(error).all() and error.min() >= 0
@@ -102,7 +87,7 @@ def test_backward_propagation_follows_the_per_frame_filter(clip, protocol):
     _, styled, _ = clip
     _, backward = protocol
     for gap in (1, 2, 5, 10):
-        psnr, ssim = scores(backward.candidate(10 - gap, BACKWARD)[0], styled[10 - gap])
+        psnr, ssim = score_rgb(backward.candidate(10 - gap, BACKWARD)[0], styled[10 - gap])
         assert psnr > PROTOCOL_FLOOR_PSNR[gap] and ssim > PROTOCOL_FLOOR_SSIM[gap], (gap, psnr, ssim)
 
 
@@ -118,7 +103,7 @@ def test_blend_of_two_keyframes_beats_either_direction(clip, protocol):
     both = Propagation(Keyframes((0, 10), 11), torch.from_numpy(styled[[0, 10]]), flow, chains)
     blended, _ = blend_video(both)
     middle = range(3, 8)
-    mean = {name: np.mean([scores(image(n), styled[n])[0] for n in middle]) for name, image in {
+    mean = {name: np.mean([score_rgb(image(n), styled[n])[0] for n in middle]) for name, image in {
         "blend": lambda n: blended[n].numpy(),
         "forward": lambda n: both.candidate(n, FORWARD)[0],
         "backward": lambda n: both.candidate(n, BACKWARD)[0]}.items()}
@@ -137,7 +122,7 @@ WEIGHTS = dict(colour_weight=6.0, edge_weight=0.5, positional_weight=2.0, tempor
 def small(megamind_path, tmp_path_factory):
     """Frames 1–7 at 128 px wide, stylized keyframes 0 and 6, DIS flow of consecutive pairs."""
     frames = load_frames(megamind_path, frame_load_cap=7, skip_first_frames=1, custom_width=128).images
-    keys = torch.from_numpy(np.stack([stylize(frames[0].numpy()), stylize(frames[6].numpy())]))
+    keys = torch.from_numpy(np.stack([stylize_rgb(frames[0].numpy()), stylize_rgb(frames[6].numpy())]))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RERENDER_CACHE_DIR", str(tmp_path_factory.mktemp("small-flow")))
         flow = estimate_flow(frames, consecutive_pairs(7), DisFlow("ultrafast"))
