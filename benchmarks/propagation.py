@@ -87,6 +87,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from rerender_video.benchmarks import _anchor_protocol as protocol  # noqa: E402
+from rerender_video.propagation.guides import advect_nnf, identity_nnf  # noqa: E402
 from rerender_video.propagation.params import SynthesisParams  # noqa: E402
 from rerender_video.propagation.synthesis import Guide, synthesize  # noqa: E402
 
@@ -96,14 +97,11 @@ def peak_rss_mb() -> float:
 
 
 def advect(nnf: np.ndarray, frame_k: np.ndarray, frame_prev: np.ndarray) -> torch.Tensor:
-    """``nnf`` (on the previous frame's grid) brought to frame k: ``init(x) = nnf(x + flow_{k→prev}(x))``."""
+    """``nnf`` (on the previous frame's grid) brought to frame k by the pipeline's :func:`advect_nnf`,
+    along DIS medium flow ``k → prev``."""
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     flow = dis.calc(cv2.cvtColor(frame_k, cv2.COLOR_BGR2GRAY), cv2.cvtColor(frame_prev, cv2.COLOR_BGR2GRAY), None)
-    h, w = flow.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w]
-    sx = np.clip(np.rint(xs + flow[..., 0]), 0, w - 1).astype(np.int64)
-    sy = np.clip(np.rint(ys + flow[..., 1]), 0, h - 1).astype(np.int64)
-    return torch.from_numpy(np.ascontiguousarray(nnf[sy, sx], dtype=np.int32))
+    return torch.from_numpy(advect_nnf(nnf, torch.from_numpy(flow), flow.shape[:2]))
 
 
 def run_once(case: protocol.ProtocolCase, initial_nnf, params: SynthesisParams):
@@ -156,8 +154,7 @@ def bench_size(size: int) -> None:
                 initial = None
                 if mode == "temporal":
                     if previous_nnf is None:                     # the keyframe's own NNF: the identity
-                        ys, xs = np.mgrid[0:height, 0:width]
-                        previous_nnf = np.stack([xs, ys], axis=-1).astype(np.int32)
+                        previous_nnf = identity_nnf(height, width)
                     initial = advect(previous_nnf, frames[gap], previous_frame)
                 runs = [run_once(case, initial, params) for _ in range(ARGS.repeats)]
                 result = runs[0][0]

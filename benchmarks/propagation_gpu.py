@@ -40,6 +40,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from rerender_video.benchmarks import _anchor_protocol as protocol  # noqa: E402
 from rerender_video.common.errors import InputError  # noqa: E402
 from rerender_video.kernels.select import choose_backend  # noqa: E402
 from rerender_video.propagation.guides import coordinate_grid, edge_image  # noqa: E402
@@ -47,7 +48,7 @@ from rerender_video.propagation.params import SynthesisParams  # noqa: E402
 from rerender_video.propagation.synthesis import Guide, synthesize  # noqa: E402
 from rerender_video.videoio.reader import load_frames  # noqa: E402
 
-VIDEO = ROOT / "tests" / "data" / "Megamind.avi"
+VIDEO = protocol.VIDEO
 
 
 def inputs(size: int):

@@ -38,6 +38,7 @@ load_pack()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from rerender_video.benchmarks import _anchor_protocol as protocol  # noqa: E402
 from rerender_video.benchmarks._anchor_protocol import score_rgb, stylize_rgb  # noqa: E402
 from rerender_video.common.keyframes import Keyframes  # noqa: E402
 from rerender_video.flow.dis import DisFlow  # noqa: E402
@@ -50,8 +51,7 @@ from rerender_video.propagation.sequence import propagate_video  # noqa: E402
 from rerender_video.propagation.synthesis import Guide, synthesize  # noqa: E402
 from rerender_video.videoio.reader import load_frames  # noqa: E402
 
-VIDEO = ROOT / "tests" / "data" / "Megamind.avi"
-GAPS = (1, 2, 5, 10)
+VIDEO, GAPS = protocol.VIDEO, protocol.GAPS
 
 
 def run_chain(frames, styled, flow, temporal_nnf_init: bool, params: SynthesisParams):

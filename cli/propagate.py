@@ -24,6 +24,7 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``propagate`` command."""
     from ..flow.dis import DEFAULT_PRESET, PRESETS
+    from ..kernels.select import CHOICES as BACKEND_CHOICES
     from ..propagation.guides import GuideWeights
     from ..propagation.params import SynthesisParams
     from ..propagation.sequence import DIRECTION_MODES
@@ -56,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synthesis.add_argument("--seed", type=int, default=params.seed, help="PatchMatch random seed")
     synthesis.add_argument("--no-temporal-nnf-init", action="store_true",
                            help="run the full pyramid on every frame instead of starting from the previous NNF")
-    synthesis.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto", help="patch matching")
+    synthesis.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="patch matching")
     guides = parser.add_argument_group("guide weights")
     guides.add_argument("--colour-weight", type=float, default=weights.colour, help="original frames")
     guides.add_argument("--edge-weight", type=float, default=weights.edge, help="Laplacian edges")

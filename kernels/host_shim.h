@@ -33,22 +33,6 @@ void __syncthreads() = delete;  // kernels must not synchronise threads of a blo
 static inline int atomicAdd(int* address, int value) {
     return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
 }
-static inline unsigned int atomicAdd(unsigned int* address, unsigned int value) {
-    return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
-}
-static inline unsigned long long atomicAdd(unsigned long long* address, unsigned long long value) {
-    return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
-}
-static inline int atomicOr(int* address, int value) {
-    return __atomic_fetch_or(address, value, __ATOMIC_RELAXED);
-}
-static inline int atomicMax(int* address, int value) {
-    int old = __atomic_load_n(address, __ATOMIC_RELAXED);
-    while (old < value && !__atomic_compare_exchange_n(address, &old, value, true, __ATOMIC_RELAXED,
-                                                       __ATOMIC_RELAXED)) {
-    }
-    return old;
-}
 
 // Run `body` once per (block, thread) of the launch, with the index variables set as on the GPU.
 template <class Body>

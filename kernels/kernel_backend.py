@@ -136,7 +136,7 @@ class KernelBackend(Backend):
                 "channels": c,
             }
             rt.fill(arrays["active"], 1)
-        return LevelState(spec, (hs, ws), (ht, wt), arrays, {"votes": 0})
+        return LevelState(spec, (hs, ws), (ht, wt), arrays, {})
 
     def reset_patch(self, state: LevelState, spec: LevelSpec) -> None:
         check_vote_scale(spec)
@@ -160,7 +160,6 @@ class KernelBackend(Backend):
                       spec.style_channels, spec.patch_size, a["nnf"], a["error"], a["need"], int(all_pixels),
                       int(spec.weighted_vote), np.float32(spec.vote_error_scale), spec.change_threshold,
                       a["changed"], a["moved"])
-            state.counters["votes"] += 1
             if initial:
                 rt.fill(a["active"], 1)
                 return ht * wt

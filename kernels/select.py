@@ -16,7 +16,7 @@ from ..common.errors import input_error
 
 LOG = logging.getLogger("rerender_video")
 #: Backend names a user can pick (the node's widget); ``host`` is accepted too (CUDA kernels on the CPU).
-CHOICES = ("auto", "cuda", "cpu")
+CHOICES = ("auto", "cpu", "cuda")
 _logged: set[tuple[str, str]] = set()
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..common.checks import check_image_batch
 from ..common.keyframes import Keyframes, from_indices, resolve
+from ..kernels.select import CHOICES as BACKEND_CHOICES
 from ..propagation.guides import GuideWeights
 from ..propagation.keyframe_files import load_keyframe_folder
 from ..propagation.params import SynthesisParams
@@ -13,7 +14,6 @@ from ..propagation.sequence import DIRECTION_MODES, plan_chains, propagate_video
 from ._comfy import Progress, input_directory
 from .keyframes import keyframe_choice_widgets
 
-BACKENDS = ("auto", "cpu", "cuda")
 
 
 class RerenderEbSynthPropagate:
@@ -87,7 +87,7 @@ class RerenderEbSynthPropagate:
                                                   "Start each frame's patch correspondences from the previous "
                                                   "frame's, carried by the flow, and skip the coarse pyramid "
                                                   "levels (faster at equal quality)."}),
-                "backend": (list(BACKENDS), {"default": "auto", "tooltip":
+                "backend": (list(BACKEND_CHOICES), {"default": "auto", "tooltip":
                                              "Patch-matching backend: auto = CUDA (CuPy) when available, else "
                                              "CPU (numba)."}),
             },

@@ -70,10 +70,7 @@ def pass_key(seed: int, level: int, iteration: int, pm_iteration: int) -> int:
     return key
 
 
-def _pcg_py(value: int) -> int:
-    state = (value * 747796405 + 2891336453) & M32
-    word = (((state >> ((state >> 28) + 4)) ^ state) * 277803737) & M32
-    return ((word >> 22) ^ word) & M32
+_pcg_py = _kernels.pcg_hash.py_func  # the kernels' hash, run as plain Python on Python ints
 
 
 # ---------------------------------------------------------------------------------------------------- backend
@@ -104,7 +101,7 @@ class CpuBackend(Backend):
             "channels": c,
         }
         state = LevelState(spec, (hs, ws), (ht, wt), arrays,
-                           {"occupancy_dirty": 1, "searched_pixels": 0, "votes": 0})
+                           {"occupancy_dirty": 1})
         return state
 
     def vote(self, state: LevelState, initial: bool, update_mask: bool) -> int:
@@ -119,7 +116,6 @@ class CpuBackend(Backend):
                a["nnf"], a["error"], a["need"], initial or spec.weighted_vote, spec.weighted_vote,
                np.float32(spec.vote_error_scale), spec.change_threshold, a["changed"])
         a["moved"][:] = 0
-        state.counters["votes"] += 1
         if initial:
             a["active"][:] = 1
             return ht * wt

@@ -17,7 +17,6 @@ from numba import njit, prange
 M32 = 0xFFFFFFFF
 #: Sentinel "infinite" cost for an error evaluation without early termination.
 NO_BOUND = np.int64(1) << np.int64(62)
-OCC_SHIFT = 16
 
 _JIT = dict(cache=True, fastmath=False, nogil=True)
 _PJIT = dict(cache=True, fastmath=False, nogil=True, parallel=True)

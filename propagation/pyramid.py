@@ -34,17 +34,6 @@ def level_count(requested: int, sizes: list[tuple[int, int]], patch_size: int) -
     return most if requested <= 0 else min(requested, most)
 
 
-def level_size(size: tuple[int, int], levels: int, level: int) -> tuple[int, int]:
-    """``(H, W)`` of pyramid ``level`` (0 = coarsest, ``levels-1`` = full size): ``size >> (levels-1-level)``.
-
-    Example:
-        >>> level_size((528, 720), 6, 0), level_size((528, 720), 6, 5)
-        ((16, 22), (528, 720))
-    """
-    shift = levels - 1 - level
-    return size[0] >> shift, size[1] >> shift
-
-
 def reduce2(image: np.ndarray) -> np.ndarray:
     """2×2 box reduction of ``[H,W,C]`` float32 to ``[H//2, W//2, C]`` float32 (odd last row/column dropped).
 
