@@ -50,14 +50,31 @@ def _feed(hasher: "hashlib._Hash", part: object) -> None:
         hasher.update(f"seq{len(part)}".encode())
         for item in part:
             _feed(hasher, item)
+    elif isinstance(part, dict) and _holds_data(part):
+        hasher.update(f"map{len(part)}".encode())   # by content: JSON would hash tensors by their short text
+        for key in sorted(part, key=str):
+            _feed(hasher, str(key))
+            _feed(hasher, part[key])
     else:
         hasher.update(json.dumps(part, sort_keys=True, default=str).encode())
+
+
+def _holds_data(part: object) -> bool:
+    """True if ``part`` holds a tensor, array or bytes anywhere inside its dicts, lists and tuples."""
+    if isinstance(part, (torch.Tensor, np.ndarray, bytes, bytearray)):
+        return True
+    if isinstance(part, dict):
+        return any(_holds_data(value) for value in part.values())
+    if isinstance(part, (list, tuple)):
+        return any(_holds_data(item) for item in part)
+    return False
 
 
 def content_key(*parts: object) -> str:
     """Hash tensors, arrays, bytes and JSON-able values into a 32-hex-digit key.
 
-    Tensors and arrays are hashed by dtype, shape and full content (BLAKE2b, about 1 GB/s).
+    Tensors and arrays are hashed by dtype, shape and full content (BLAKE2b, about 1 GB/s), also inside
+    dicts, lists and tuples; other values by their JSON text (sorted keys).
 
     Example:
         >>> content_key("flow", {"preset": "medium"}, torch.zeros(2, 2)) == content_key(

@@ -177,7 +177,7 @@ def keyframe_keys(base_key: str, indices: Sequence[int],
         base_key: hash of what every keyframe depends on.
         indices: keyframe frame indices, anchor first.
         inputs_of: ``inputs_of(position)`` → tensors and JSON-able values keyframe ``position``
-            reads (frame, hints, flow pairs); lists and tuples only, no dicts holding tensors.
+            reads (frame, hints, flow pairs), as :func:`common.cache.content_key` hashes them.
 
     Example:
         >>> a = keyframe_keys("base", [0, 4, 8])

@@ -154,8 +154,8 @@ def _cell(cell: Any) -> Any:
 def describe(value: Any, depth: int = 0, seen: set | None = None) -> Any:
     """A deterministic, hashable description of ``value``: JSON-able values, tensors, nested lists.
 
-    Dicts become ``["dict", key, value, …]`` lists (sorted by key) so no tensor ever ends up inside
-    a dict (which :func:`common.cache.content_key` would hash by its text); modules and models get
+    Dicts become ``["dict", key, value, …]`` lists (sorted by the key's text, so any key type
+    orders deterministically); modules and models get
     their sampled identity; ControlNets their chain; functions their qualified name and what they
     close over; other objects their class name and attributes.
 
