@@ -75,50 +75,17 @@ def parse_args() -> argparse.Namespace:
 
 
 def load_frames(size: int):
-    import av
     import cv2
     import numpy as np
     import torch
 
-    container = av.open(str(PACK_ROOT / "tests" / "data" / "Megamind.avi"))
-    frames = {}
-    for index, frame in enumerate(container.decode(video=0)):
-        if index in FRAMES:
-            frames[index] = cv2.resize(frame.to_ndarray(format="rgb24")[:, 96:624], (size, size),
-                                       interpolation=cv2.INTER_AREA)
-        if index >= max(FRAMES):
-            break
-    container.close()
-    rgb = [frames[i] for i in FRAMES]
+    from rerender_video.tests.keyframe_data import megamind_squares
+
+    rgb = megamind_squares(PACK_ROOT / "tests" / "data" / "Megamind.avi", FRAMES, size)
     images = torch.from_numpy(np.stack(rgb)).float() / 255
     edges = [cv2.Canny(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), 50, 100) for f in rgb]
     hints = torch.from_numpy(np.stack([np.repeat(e[..., None], 3, -1) for e in edges])).float() / 255
     return rgb, images, hints
-
-
-def make_flow(rgb, flow_types):
-    import cv2
-    import numpy as np
-
-    def dis(a, b):
-        engine = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        return engine.calc(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY), cv2.cvtColor(b, cv2.COLOR_RGB2GRAY), None)
-
-    def occ(flow, back):
-        height, width = flow.shape[:2]
-        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-        mx, my = xs + flow[..., 0], ys + flow[..., 1]
-        back_at = cv2.remap(back, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-        bad = ((flow + back_at) ** 2).sum(-1) > 0.01 * ((flow ** 2).sum(-1) + (back_at ** 2).sum(-1)) + 0.5
-        return (bad | (mx < 0) | (mx > width - 1) | (my < 0) | (my > height - 1)).astype(np.float32)
-
-    pairs = [(0, 1), (0, 2), (1, 2)]
-    forward = [dis(rgb[i], rgb[j]) for i, j in pairs]
-    backward = [dis(rgb[j], rgb[i]) for i, j in pairs]
-    return flow_types.FlowPairs(pairs, np.stack(forward), np.stack(backward),
-                                np.stack([occ(f, b) for f, b in zip(forward, backward)]),
-                                np.stack([occ(b, f) for f, b in zip(forward, backward)]), rgb[0].shape[:2],
-                                len(rgb), "benchmark")
 
 
 def compare_rough_renders(args, render_all, reference, flow) -> None:
@@ -254,7 +221,7 @@ def run(args) -> int:
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
     cli.load_pack()
-    from rerender_video.flow import types as flow_types
+    from rerender_video.tests.keyframe_data import make_flow
     from rerender_video.keyframe.attention import LOOSE_BLOCKS, store_bytes
     from rerender_video.keyframe.render import planned_steps
     from rerender_video.keyframe.windows import MASK_PERIOD
@@ -279,7 +246,7 @@ def run(args) -> int:
                 positive, negative, controlnet, hints[index:index + 1], 1.0, 0.0, 1.0)[:2])
     else:
         conds = [(positive, negative)] * len(FRAMES)
-    flow = make_flow(rgb, flow_types)
+    flow = make_flow(rgb, [(0, 1), (0, 2), (1, 2)], "benchmark")
     print(f"model {args.ckpt} ({type(model.model.model_config).__name__}), ControlNet {args.controlnet or 'none'}, "
           f"{args.size}x{args.size}, {args.steps} steps, sampler {args.sampler}/{args.scheduler}, "
           f"denoise {args.denoise}, cfg 7.5")

@@ -144,8 +144,7 @@ class ToyAdapter:
         rgb = F.interpolate(rgb, scale_factor=8, mode="bilinear", align_corners=False)
         return ((rgb + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
 
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, constraints: KeyframeConstraints | None,
-                branch_offset: torch.Tensor | None = None) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor, constraints: KeyframeConstraints | None) -> torch.Tensor:
         """CFG x̂0 of one step, with the constraints' attention patch and post-CFG hook."""
         patches = {"attn1_patch": [constraints.attention_patch]} if constraints and constraints.attention_patch else {}
         options = {"patches": patches}

@@ -51,3 +51,15 @@ def megamind_frames(megamind_path):
     from rerender_video.videoio.reader import load_frames
 
     return load_frames(megamind_path, frame_load_cap=60).images
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module: the toy models' tensors are tiny, and one thread avoids OpenMP
+    spin-waits on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -28,14 +28,13 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import torch
 import cv2
 import numpy as np
 import pytest
 
 from rerender_video.tests.comfy_server import ComfyServer, ModelsUnavailable, error_message, make_base
-from rerender_video.tests.flow_fixtures import dis_flow, occlusion
+from rerender_video.tests.keyframe_data import dis_flow, megamind_squares, occlusion
 
 pytestmark = pytest.mark.integration
 
@@ -77,19 +76,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {"RerenderTestLoadFlow": "Rerender Test Load Flow"}
 
 
 # --------------------------------------------------------------------------- data
-def megamind_frames(path: Path, indices=(30, 40)) -> list[np.ndarray]:
-    container = av.open(str(path))
-    frames = {}
-    for index, frame in enumerate(container.decode(video=0)):
-        if index in indices:
-            image = frame.to_ndarray(format="rgb24")[:, 96:624]  # centre 528×528
-            frames[index] = cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-        if index >= max(indices):
-            break
-    container.close()
-    return [frames[i] for i in indices]
-
-
 # --------------------------------------------------------------------------- setup
 MODELS = [("checkpoints", CHECKPOINT), ("checkpoints", NOT_SD15_LAYOUT), ("controlnet", CONTROLNET)]
 
@@ -103,7 +89,7 @@ def comfy_base(comfyui_root, megamind_path, tmp_path_factory) -> Path:
     except ModelsUnavailable as error:
         pytest.skip(str(error))
     inputs = base / "input"
-    frames = megamind_frames(megamind_path)
+    frames = megamind_squares(megamind_path, (30, 40), SIZE)
     for index, frame in enumerate(frames):
         cv2.imwrite(str(inputs / f"frame{index}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         edges = cv2.Canny(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), 50, 100)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import av
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -22,7 +20,7 @@ from rerender_video.keyframe.fusion import soft_occlusion
 from rerender_video.keyframe.render import ConstraintSettings, planned_steps, render_keyframe
 from rerender_video.keyframe.toy import ToyAdapter
 from rerender_video.keyframe.windows import StepWindow
-from rerender_video.tests.flow_fixtures import dis_flow, occlusion
+from rerender_video.tests.keyframe_data import make_flow, megamind_squares
 
 SIZE = 64
 STEPS = 10
@@ -32,39 +30,12 @@ EXACT = ConstraintSettings(feature_dtype=torch.float32, rough_render="full")
 EARLY = dataclasses.replace(EXACT, rough_render="early")
 
 
-def make_flow(frames: list[np.ndarray], pairs: list[tuple[int, int]]) -> FlowPairs:
-    forward, backward, occ_forward, occ_backward = [], [], [], []
-    for i, j in pairs:
-        fwd, bwd = dis_flow(frames[i], frames[j]), dis_flow(frames[j], frames[i])
-        forward.append(fwd)
-        backward.append(bwd)
-        occ_forward.append(occlusion(fwd, bwd))
-        occ_backward.append(occlusion(bwd, fwd))
-    height, width = frames[0].shape[:2]
-    return FlowPairs(pairs, np.stack(forward), np.stack(backward), np.stack(occ_forward), np.stack(occ_backward),
-                     (height, width), len(frames), "test")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The toy's tensors are tiny: one thread avoids OpenMP spin-waits on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def video(megamind_path):
-    container = av.open(str(megamind_path))
-    frames = []
-    for index, frame in enumerate(container.decode(video=0)):
-        if index in (30, 40, 50):
-            image = frame.to_ndarray(format="rgb24")[:, 96:624]
-            frames.append(cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA))
-        if index >= 50:
-            break
-    container.close()
+    frames = megamind_squares(megamind_path, (30, 40, 50), SIZE)
     images = torch.from_numpy(np.stack(frames)).float() / 255
     return images, make_flow(frames, [(0, 1), (0, 2), (1, 2)])
 
@@ -223,8 +194,8 @@ class RecordingAdapter(ToyAdapter):
         super().__init__(**kwargs)
         self.denoised: list[torch.Tensor] = []
 
-    def denoise(self, x, sigma, constraints, branch_offset=None):
-        out = super().denoise(x, sigma, constraints, branch_offset)
+    def denoise(self, x, sigma, constraints):
+        out = super().denoise(x, sigma, constraints)
         self.denoised.append(out.clone())
         return out
 
