@@ -53,12 +53,6 @@ def constraint_widgets() -> tuple[dict, dict]:
     return required, optional
 
 
-def constraint_names() -> list[str]:
-    """Names of the constraint widgets (required then optional)."""
-    required, optional = constraint_widgets()
-    return [*required, *optional]
-
-
 def constraint_settings(values: Mapping[str, object]) -> ConstraintSettings:
     """A validated :class:`ConstraintSettings` from widget values (unknown names are ignored).
 

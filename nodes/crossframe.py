@@ -8,10 +8,10 @@ from ..common.checks import check_image_batch
 from ..common.errors import input_error
 from ..keyframe.fidelity import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, fidelity_encode
 from ..keyframe.fusion import check_latent_size
-from ..keyframe.render import ROUGH_RENDERS, ConstraintSettings, planned_steps, render_keyframe
-from ..keyframe.windows import window
+from ..keyframe.render import ROUGH_RENDERS, planned_steps, render_keyframe
 from ._comfy import Progress
 from ._keyframe_adapter import ComfyModelAdapter, sampler_names, scheduler_names
+from ._keyframe_widgets import constraint_settings
 
 CATEGORY = "Rerender/keyframes"
 
@@ -185,18 +185,12 @@ class RerenderCrossFrameSampler:
         }
 
     def sample(self, model, positive, negative, vae, frames, frame_index, seed, steps, cfg, sampler_name, scheduler,
-               denoise, cross_start, cross_end, warp_start, warp_end, mask_start, mask_end, ada_start, ada_end,
-               mask_strength, inner_strength, smooth_boundary, loose_cfattn, style_update_freq, pixel_fusion,
-               reference=None, flow=None, latent=None, anchor_index=-1, previous_index=-1, resume_pass2=True,
-               rough_render="early"):
+               denoise, reference=None, flow=None, latent=None, anchor_index=-1, previous_index=-1, resume_pass2=True,
+               **constraints):
+        """``constraints``: the window, strength and switch widgets (``cross_start`` … ``rough_render``)."""
         frame = _pick(check_image_batch(frames, "frames"), frame_index, "frames")
         check_latent_size(frame.shape[1], frame.shape[2], "frames")
-        settings = ConstraintSettings(
-            cross_period=window("cross", cross_start, cross_end), warp_period=window("warp", warp_start, warp_end),
-            mask_period=window("mask", mask_start, mask_end, strict=True), ada_period=window("ada", ada_start, ada_end),
-            mask_strength=mask_strength, inner_strength=inner_strength, smooth_boundary=smooth_boundary,
-            loose_cfattn=loose_cfattn, style_update_freq=style_update_freq, pixel_fusion=pixel_fusion,
-            rough_render=rough_render)
+        settings = constraint_settings(constraints)
         adapter = ComfyModelAdapter(model, positive, negative, vae, seed, steps, cfg, sampler_name, scheduler, denoise)
         source = None
         if latent is not None:
@@ -205,8 +199,8 @@ class RerenderCrossFrameSampler:
                                   "remove Set Latent Noise Mask: the constraints already decide what is kept")
             source = adapter.to_model_space(_pick(latent["samples"], frame_index, "latent"))
         total = len(adapter.sigmas) - 1
-        split = settings.mask_period.first(total) if reference is not None and pixel_fusion else None
-        progress = Progress(planned_steps(total, split, resume_pass2, rough_render))
+        split = settings.mask_period.first(total) if reference is not None and settings.pixel_fusion else None
+        progress = Progress(planned_steps(total, split, resume_pass2, settings.rough_render))
         result = render_keyframe(adapter, frame, frame_index, reference, flow, settings, latent=source,
                                  anchor_index=anchor_index, previous_index=previous_index, resume=resume_pass2,
                                  progress=progress)

@@ -20,7 +20,7 @@ from ..keyframe.fusion import check_latent_size
 from ..keyframe.loop import FORMAT_VERSION, check_flow_pairs, render_keyframes
 from ..keyframe.render import ConstraintSettings, planned_steps, render_keyframe
 from ._comfy import Progress, free_model_memory
-from ._keyframe_widgets import constraint_names, constraint_settings, constraint_widgets, sampling_widgets
+from ._keyframe_widgets import constraint_settings, constraint_widgets, sampling_widgets
 from ._model_identity import (conditioning_identity, control_chain, describe, is_control, model_identity,
                               vae_identity)
 from .keyframes import keyframe_choice_widgets
@@ -126,7 +126,7 @@ class RerenderKeyframeRenderer:
 
         base_key = None
         if use_cache:
-            base_key = base_cache_key(model, vae, positive, negative, adapter.sigmas, plan.settings, constraints,
+            base_key = base_cache_key(model, vae, positive, negative, adapter.sigmas, plan.settings,
                                       seed=int(seed), cfg=float(cfg), sampler_name=sampler_name, scheduler=scheduler,
                                       steps=int(steps), denoise=float(denoise))
         units = plan.steps_per_keyframe(len(adapter.sigmas) - 1)[:plan.count]
@@ -305,15 +305,14 @@ class KeyframeHints:
 
 # --------------------------------------------------------------------------- cache key
 def base_cache_key(model: Any, vae: Any, positive: Any, negative: Any, sigmas: torch.Tensor,
-                   settings: ConstraintSettings, constraints: dict, **sampling: Any) -> str | None:
+                   settings: ConstraintSettings, **sampling: Any) -> str | None:
     """Hash of everything every keyframe depends on (see :mod:`nodes._model_identity`); ``None`` — no
-    cache — when an input cannot be identified."""
+    cache — when an input cannot be identified. ``settings`` stands for every constraint widget (its repr
+    holds every field, windows included)."""
     try:
-        widgets = {name: constraints[name] for name in constraint_names() if name in constraints}
         return cache.content_key("rerender-keyframe-renderer", FORMAT_VERSION, model_identity(model),
                                  vae_identity(vae), conditioning_identity(positive), conditioning_identity(negative),
-                                 torch.as_tensor(sigmas).float().cpu(), repr(settings), describe(widgets),
-                                 describe(sampling))
+                                 torch.as_tensor(sigmas).float().cpu(), repr(settings), describe(sampling))
     except Exception as error:  # an exotic model patch: render without the cache rather than fail
         logger.warning("Rerender Keyframe Renderer: inputs cannot be identified for the cache (%s: %s); "
                        "rendering without it", type(error).__name__, error)

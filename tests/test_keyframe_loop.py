@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from rerender_video.common import cache
 from rerender_video.common.errors import InputError
-from rerender_video.common.keyframes import Keyframes, uniform
+from rerender_video.common.keyframes import uniform
 from rerender_video.flow.types import FlowPairs
 from rerender_video.keyframe.attention import FeatureStore
 from rerender_video.keyframe.loop import (NAMESPACE, STATE_NAMESPACE, check_flow_pairs, keyframe_keys,
@@ -250,14 +250,6 @@ def toy_video(megamind_frames):
     frames = F.interpolate(crop, size=(64, 64), mode="area").permute(0, 2, 3, 1).contiguous()
     flow = estimate_flow(frames, required_flow_pairs([0, 1, 2, 3]), DisFlow("medium"))
     return frames, flow
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_render(frames, flow):
@@ -491,7 +483,7 @@ def key(model=None, vae_weight=1.0, positive=None, sigmas=(2.0, 1.0, 0.0), seed=
             parameter.fill_(vae_weight)
     values = {**WIDGETS, **widgets}
     return base_cache_key(model or stand_in_model(), vae, positive or conditioning(FakeControlNet()),
-                          conditioning(None), torch.tensor(sigmas), constraint_settings(values), values, seed=seed,
+                          conditioning(None), torch.tensor(sigmas), constraint_settings(values), seed=seed,
                           cfg=7.5, sampler_name="ddim", scheduler="ddim_uniform")
 
 
