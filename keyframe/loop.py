@@ -163,7 +163,8 @@ def check_flow_pairs(flow: Any, indices: Sequence[int], frame_count: int, frame_
     missing = [pair for pair in pairs if has is not None and not has(*pair)]
     if missing:
         shown = ", ".join(f"({a}, {b})" for a, b in missing[:6]) + (" …" if len(missing) > 6 else "")
-        mode = getattr(flow, "method", {}).get("pair_mode") if isinstance(getattr(flow, "method", None), dict) else None
+        method = getattr(flow, "method", None)
+        mode = method.get("pair_mode") if isinstance(method, dict) else None
         got = f"a FLOW without the pairs {shown}" + (f" (pair_mode {mode})" if mode else "")
         raise input_error("flow", "a FLOW holding the keyframe pairs (anchor, k) and (previous keyframe, k)", got,
                           fixes)
@@ -345,11 +346,11 @@ def _store_tensors(store: FeatureStore, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def _store_from(tensors: dict[str, torch.Tensor], prefix: str, dtype: str, offload: str) -> FeatureStore:
+    """The store saved under ``prefix``; its tensors leave ``tensors`` as they are copied in (one copy at a time)."""
     store = FeatureStore(getattr(torch, dtype.replace("torch.", "")), offload)
-    for name, tokens in sorted(tensors.items()):
-        if name.startswith(prefix + "."):
-            step, branch, block = (int(v) for v in name[len(prefix) + 1:].split("."))
-            store.put(step, branch, block, tokens)
+    for name in sorted(name for name in tensors if name.startswith(prefix + ".")):
+        step, branch, block = (int(v) for v in name[len(prefix) + 1:].split("."))
+        store.put(step, branch, block, tensors.pop(name))
     return store.freeze()
 
 

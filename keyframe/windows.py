@@ -124,12 +124,21 @@ class StepClock:
         self.sigmas = values.float()
         self.total = values.numel() - 1
         self._grid = values[: self.total].tolist()
+        self._last: tuple[object, int] | None = None
 
     def index(self, sigma: torch.Tensor | float) -> int:
-        """Step index of a model call at ``sigma`` (a tensor of per-sample σ or a float)."""
+        """Step index of a model call at ``sigma`` (a tensor of per-sample σ or a float).
+
+        The σ tensor of one model call reaches every patched attention block and the post-CFG hook;
+        the step of the last tensor seen is remembered (holding it keeps its identity unique), so a
+        GPU σ is read back to the host once per model call instead of once per block.
+        """
+        if self._last is not None and self._last[0] is sigma:
+            return self._last[1]
         value = float(sigma.flatten()[0]) if isinstance(sigma, torch.Tensor) else float(sigma)
         step = 0
         for i, grid_sigma in enumerate(self._grid):
             if grid_sigma >= value * (1 - 1e-4):
                 step = i
+        self._last = (sigma, step)
         return step
