@@ -223,7 +223,7 @@ def run(args) -> int:
     cli.load_pack()
     from rerender_video.tests.keyframe_data import make_flow
     from rerender_video.keyframe.attention import LOOSE_BLOCKS, store_bytes
-    from rerender_video.keyframe.render import planned_steps
+    from rerender_video.keyframe.plan import planned_steps
     from rerender_video.keyframe.windows import MASK_PERIOD
     from rerender_video.nodes.crossframe import RerenderCrossFrameSampler
 

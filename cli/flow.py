@@ -22,10 +22,9 @@ DEFAULT_MODELS_SUBDIR = Path("models", "optical_flow")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``flow`` command."""
-    from ..flow.dis import DEFAULT_PRESET, PRESETS
-    from ..flow.occlusion import ALPHA, BETA
-    from ..flow.pairs import PAIR_MODES
-    from ..flow.raft import RAFT_MODELS
+    from ..common.keyframes import KEYFRAME_INDICES, KEYFRAME_INTERVAL
+    from ..flow.settings import BACKEND, DIS_PRESET, OCCLUSION_ALPHA, OCCLUSION_BETA, PAIR_MODE
+    from ._options import add_options
 
     parser = subparsers.add_parser(
         "flow", help="compute optical flow + occlusion masks of a video and write a preview mp4",
@@ -33,9 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("video", type=Path, help="input video file")
     parser.add_argument("--output", "-o", type=Path, default=None,
                         help="preview mp4 to write (default: <video name>_flow.mp4 in the current folder)")
-    parser.add_argument("--backend", choices=("dis", *RAFT_MODELS), default="dis",
-                        help="dis (OpenCV, CPU, no weights; default) or a torchvision RAFT")
-    parser.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="DIS preset")
+    add_options(parser, (BACKEND, DIS_PRESET))
     parser.add_argument("--raft-weights", type=Path, default=None,
                         help="RAFT state dict (.pth/.safetensors); default: found in --models-dir")
     parser.add_argument("--models-dir", type=Path, default=None,
@@ -46,11 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--every", type=int, default=1, help="keep every N-th frame")
     parser.add_argument("--width", type=int, default=0, help="resize to this width (0 = keep)")
     parser.add_argument("--height", type=int, default=0, help="resize to this height (0 = keep)")
-    parser.add_argument("--pair-mode", choices=PAIR_MODES, default="consecutive", help="which frame pairs")
-    parser.add_argument("--keyframe-interval", type=int, default=10, help="keyframe interval K (keyframes modes)")
-    parser.add_argument("--keyframe-indices", default="", help="explicit keyframes, e.g. '0,12,30'")
-    parser.add_argument("--alpha", type=float, default=ALPHA, help="occlusion check α (squared form)")
-    parser.add_argument("--beta", type=float, default=BETA, help="occlusion check β in px²")
+    add_options(parser, (PAIR_MODE, KEYFRAME_INTERVAL, KEYFRAME_INDICES, OCCLUSION_ALPHA, OCCLUSION_BETA))
     parser.set_defaults(func=run)
 
 
@@ -68,7 +61,7 @@ def _backend(args: argparse.Namespace):
     from ..flow.raft import RaftFlow, find_weights
 
     if args.backend == "dis":
-        return DisFlow(args.preset)
+        return DisFlow(args.dis_preset)
     weights = args.raft_weights or find_weights(args.backend, [_models_dir(args)])
     return RaftFlow(weights, model=args.backend, device="cuda" if torch.cuda.is_available() else "cpu")
 
@@ -120,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         if done == len(pairs) or done % 25 == 0:
             print(f"  flow {done}/{len(pairs)}", flush=True)
 
-    flows = estimate_flow(frames, pairs, backend, args.alpha, args.beta, progress=report)
+    flows = estimate_flow(frames, pairs, backend, args.occlusion_alpha, args.occlusion_beta, progress=report)
     estimated = time.perf_counter()
     occluded = float(sum(flows.occlusion_backward[row].mean() for row in range(len(flows))) / len(flows))
     print(f"flow: {flows.describe()}; {(estimated - loaded) * 1000 / len(pairs):.1f} ms per pair; "

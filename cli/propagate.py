@@ -22,14 +22,11 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``propagate`` command."""
-    from ..flow.dis import DEFAULT_PRESET, PRESETS
-    from ..kernels.select import CHOICES as BACKEND_CHOICES
-    from ..propagation.guides import GuideWeights
-    from ..propagation.params import SynthesisParams
-    from ..propagation.sequence import DIRECTION_MODES
+    """Add the ``propagate`` command (its settings' options generated from their declarations)."""
+    from ..flow.settings import DIS_PRESET
+    from ..propagation.settings import BLEND, KEYFRAME_FILE_INTERVAL, PROPAGATE
+    from ._options import add_option, add_options
 
-    params, weights = SynthesisParams(), GuideWeights()
     parser = subparsers.add_parser(
         "propagate", help="propagate stylized keyframes through a video (EbSynth + temporal blend) to an mp4",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,33 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip", type=int, default=0, help="skip the first N frames of the video")
     parser.add_argument("--width", type=int, default=0, help="frame width (0 = the keyframes' width)")
     parser.add_argument("--height", type=int, default=0, help="frame height (0 = the keyframes' height)")
-    parser.add_argument("--interval", type=int, default=0,
-                        help="keyframes are frames 0, K, 2K, … in file-name order (0 = indices from file names)")
-    parser.add_argument("--direction", choices=DIRECTION_MODES, default="both",
-                        help="propagation between keyframes (default both, needed for the blend)")
-    synthesis = parser.add_argument_group("synthesis (EbSynth)")
-    synthesis.add_argument("--patch-size", type=int, default=params.patch_size, help="odd patch side in pixels")
-    synthesis.add_argument("--search-vote-iters", type=int, default=params.search_vote_iters,
-                           help="search-vote iterations per pyramid level")
-    synthesis.add_argument("--patchmatch-iters", type=int, default=params.patchmatch_iters,
-                           help="PatchMatch iterations per search-vote iteration")
-    synthesis.add_argument("--uniformity", type=float, default=params.uniformity, help="uniformity weight")
-    synthesis.add_argument("--pyramid-levels", type=int, default=params.pyramid_levels, help="0 = automatic")
-    synthesis.add_argument("--extra-pass-3x3", action="store_true", help="extra 3x3-patch pass at the end")
-    synthesis.add_argument("--seed", type=int, default=params.seed, help="PatchMatch random seed")
-    synthesis.add_argument("--no-temporal-nnf-init", action="store_true",
-                           help="run the full pyramid on every frame instead of starting from the previous NNF")
-    synthesis.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help="patch matching")
-    guides = parser.add_argument_group("guide weights")
-    guides.add_argument("--colour-weight", type=float, default=weights.colour, help="original frames")
-    guides.add_argument("--edge-weight", type=float, default=weights.edge, help="Laplacian edges")
-    guides.add_argument("--positional-weight", type=float, default=weights.positional, help="advected grid")
-    guides.add_argument("--temporal-weight", type=float, default=weights.temporal, help="previous output, warped")
-    blend = parser.add_argument_group("blend")
-    blend.add_argument("--no-histogram", action="store_true", help="min-error selection instead of the "
-                                                                   "histogram-preserving blend")
-    blend.add_argument("--poisson", action="store_true", help="screened Poisson gradient blending")
-    parser.add_argument("--flow-preset", choices=list(PRESETS), default=DEFAULT_PRESET, help="DIS preset")
+    add_option(parser, KEYFRAME_FILE_INTERVAL)
+    add_options(parser.add_argument_group("propagation (EbSynth) and guide weights"), PROPAGATE)
+    add_options(parser.add_argument_group("blend"), BLEND)
+    add_option(parser, DIS_PRESET, "--flow-preset")
     parser.add_argument("--crf", type=int, default=19, help="H.264 quality (lower = better, larger)")
     parser.set_defaults(func=run)
 
@@ -103,6 +77,7 @@ def _matching_keyframes(images, size):
 def run(args: argparse.Namespace) -> int:
     """Load keyframes and frames, estimate flow, propagate, blend, write the mp4."""
     from ..common.keyframes import from_indices
+    from ..common.settings import field_values
     from ..flow.dis import DisFlow
     from ..flow.estimate import estimate_flow
     from ..flow.pairs import consecutive_pairs
@@ -111,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
     from ..propagation.keyframe_files import image_files, load_keyframe_folder, read_image
     from ..propagation.params import SynthesisParams
     from ..propagation.sequence import plan_chains, propagate_video
+    from ..propagation.settings import poisson_weights
     from ..videoio.reader import load_frames
     from ..videoio.writer import save_video
 
     started = time.perf_counter()
-    params = SynthesisParams(patch_size=args.patch_size, pyramid_levels=args.pyramid_levels,
-                             search_vote_iters=args.search_vote_iters, patchmatch_iters=args.patchmatch_iters,
-                             uniformity=args.uniformity, extra_pass_3x3=args.extra_pass_3x3, seed=args.seed).validate()
-    weights = GuideWeights(args.colour_weight, args.edge_weight, args.positional_weight, args.temporal_weight)
+    values = vars(args)
+    params = SynthesisParams(**field_values(SynthesisParams, values)).validate()
+    weights = GuideWeights(**field_values(GuideWeights, values))
     key_height, key_width = read_image(image_files(args.keyframe_dir)[0]).shape[:2]
     width = args.width or (0 if args.height else key_width)
     height = args.height or (0 if args.width else key_height)
@@ -126,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                         custom_width=width, custom_height=height)
     frames = video.images
     count, height, width = frames.shape[:3]
-    keyframe_images, indices = load_keyframe_folder(args.keyframe_dir, args.interval, count)
+    keyframe_images, indices = load_keyframe_folder(args.keyframe_dir, args.keyframe_interval, count)
     if tuple(keyframe_images.shape[1:3]) != (height, width):
         print(f"note: keyframes resized from {keyframe_images.shape[2]}x{keyframe_images.shape[1]} to the "
               f"frames' {width}x{height}", file=sys.stderr)
@@ -135,19 +110,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"loaded {count} frames at {width}x{height}, {video.fps:.3f} fps; keyframes {list(keyframes.indices)}")
 
     pairs = consecutive_pairs(count)
-    flow = estimate_flow(frames, pairs, DisFlow(args.flow_preset), progress=_Printer("flow pairs", len(pairs)))
+    flow = estimate_flow(frames, pairs, DisFlow(args.dis_preset), progress=_Printer("flow pairs", len(pairs)))
     flowed = time.perf_counter()
     print(f"flow: {len(pairs)} pairs in {flowed - started:.1f} s (cached for re-runs)")
 
     total = sum(len(targets) for _, _, targets in plan_chains(keyframes, args.direction))
     propagation = propagate_video(frames, keyframe_images, keyframes, flow, params, weights, args.direction,
-                                  not args.no_temporal_nnf_init, args.backend,
+                                  args.temporal_nnf_init, args.backend,
                                   progress=_Printer("propagated frames", total))
     stats = propagation.stats
     print(f"propagation: {propagation.describe()}; {stats['frames_computed']} frames synthesized "
           f"({stats['seconds_per_frame']:.2f} s per frame), {stats['frames_cached']} reused from the cache")
 
-    blended, _ = blend_video(propagation, histogram=not args.no_histogram, poisson=args.poisson,
+    blended, _ = blend_video(propagation, histogram=args.histogram_blend, poisson=args.poisson_blend,
+                             poisson_weights=poisson_weights(args.poisson_luma_weight, args.poisson_chroma_weight),
                              progress=_Printer("blended frames", count))
     output = args.output or Path.cwd() / f"{args.video.stem}_propagated.mp4"
     written = save_video(blended, output, video.fps, crf=args.crf, audio_source=video.info)

@@ -21,6 +21,7 @@ from typing import Sequence
 
 from .checks import check_indices
 from .errors import input_error
+from .settings import declare
 
 
 @dataclass(frozen=True)
@@ -154,3 +155,14 @@ def resolve(frame_count: int, interval: int = 0, explicit: str = "",
 def from_indices(indices: Sequence[int], frame_count: int, mode: str = "explicit") -> Keyframes:
     """Validated :class:`Keyframes` from a sequence of indices (sorted; no duplicates allowed)."""
     return Keyframes(tuple(check_indices(indices, frame_count, "keyframe_indices")), frame_count, mode)
+
+
+#: The keyframe choice of the nodes that take one (interval K, or an explicit list; see :func:`resolve`).
+KEYFRAME_INTERVAL = declare("keyframe_interval", 10, "K: keyframes at frames 0, K, 2K, … (used when keyframe_indices "
+                                                     "is empty and no KEYFRAMES input is connected). The paper uses "
+                                                     "5-20.", min=1, max=10000,
+                            help="K: keyframes at frames 0, K, 2K, … (used when --keyframe-indices is empty); the "
+                                 "paper uses 5-20")
+KEYFRAME_INDICES = declare("keyframe_indices", "", "Explicit keyframe frame numbers, e.g. '0, 12, 30' (0-based); "
+                                                   "overrides the interval. A KEYFRAMES input overrides both.",
+                           help="explicit keyframe frame numbers, e.g. '0,12,30' (0-based); overrides the interval")

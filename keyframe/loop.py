@@ -120,56 +120,7 @@ class LoopResult:
                 "seconds": {str(info["frame"]): round(float(info.get("seconds", 0.0)), 3) for info in self.infos}}
 
 
-# --------------------------------------------------------------------------- plans and checks
-def required_flow_pairs(indices: Sequence[int]) -> list[tuple[int, int]]:
-    """The flow pairs the keyframe loop reads: ``(anchor, k)`` and ``(previous keyframe, k)`` for
-    every keyframe ``k`` after the anchor (one pair when the previous keyframe is the anchor).
-
-    Example:
-        >>> required_flow_pairs([0, 4, 8])
-        [(0, 4), (0, 8), (4, 8)]
-    """
-    pairs: list[tuple[int, int]] = []
-    anchor = int(indices[0])
-    for previous, key in zip(indices[:-1], indices[1:]):
-        pairs.append((anchor, int(key)))
-        if int(previous) != anchor:
-            pairs.append((int(previous), int(key)))
-    return pairs
-
-
-def check_flow_pairs(flow: Any, indices: Sequence[int], frame_count: int, frame_size: Sequence[int]) -> None:
-    """Raise unless ``flow`` holds every pair of :func:`required_flow_pairs` for these frames.
-
-    Raises:
-        InputError: no FLOW, a FLOW of other frames, or missing pairs — naming the pair modes of
-            Rerender Estimate Flow that compute them.
-    """
-    fixes = ["set pair_mode on Rerender Estimate Flow to keyframes or consecutive+keyframes, with the same "
-             "keyframes (connect the same KEYFRAMES to both nodes)",
-             "or switch shape-aware and pixel-aware fusion off (warp_start > warp_end, pixel_fusion off)"]
-    pairs = required_flow_pairs(indices)
-    if not pairs:
-        return
-    if flow is None:
-        raise input_error("flow", "a FLOW holding the keyframe pairs (anchor, k) and (previous keyframe, k) "
-                          "for shape- and pixel-aware fusion", "no FLOW connected", fixes)
-    if not hasattr(flow, "between"):
-        raise input_error("flow", "a FLOW object (Rerender Estimate Flow output)", type(flow).__name__)
-    check_video = getattr(flow, "check_video", None)
-    if check_video is not None:
-        check_video(frame_count, tuple(frame_size))
-    has = getattr(flow, "has", None)
-    missing = [pair for pair in pairs if has is not None and not has(*pair)]
-    if missing:
-        shown = ", ".join(f"({a}, {b})" for a, b in missing[:6]) + (" …" if len(missing) > 6 else "")
-        method = getattr(flow, "method", None)
-        mode = method.get("pair_mode") if isinstance(method, dict) else None
-        got = f"a FLOW without the pairs {shown}" + (f" (pair_mode {mode})" if mode else "")
-        raise input_error("flow", "a FLOW holding the keyframe pairs (anchor, k) and (previous keyframe, k)", got,
-                          fixes)
-
-
+# --------------------------------------------------------------------------- cache keys
 def keyframe_keys(base_key: str, indices: Sequence[int],
                   inputs_of: Callable[[int], Sequence[Any]] | None = None) -> list[str]:
     """Chained cache keys of the keyframes (see the module docstring).

@@ -65,14 +65,13 @@ from ..common.errors import input_error
 from ..flow.warp import warp_hwc
 from .attention import CrossFrameAttention, FeatureStore, attention_blocks
 from .constraints import ColourGuide, KeyframeConstraints, PixelGuide, ShapeGuide
-from .fidelity import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, fidelity_encode
+from .fidelity import fidelity_encode
 from .fusion import (check_latent_size, flat_region, fused_reference_image, inpainting_validity, latent_flow,
                      latent_validity, soft_occlusion)
+from .plan import KeyframePlan, check_flow
 from .reference import ReferenceState
-from .windows import ADA_PERIOD, CROSS_PERIOD, MASK_PERIOD, WARP_PERIOD, StepClock, StepWindow
-
-#: Values of ``ConstraintSettings.rough_render`` (see the module docstring).
-ROUGH_RENDERS = ("early", "full")
+from .settings import ConstraintSettings
+from .windows import StepClock
 
 
 class ModelAdapter(Protocol):
@@ -107,76 +106,6 @@ class ModelAdapter(Protocol):
         adapter's own; ``on_step(i)`` after each step. Returns the final model-space latent."""
 
 
-@dataclass(frozen=True)
-class ConstraintSettings:
-    """Windows and strengths of the constraints (defaults: ``rerender_spec.md`` §2.11, §5.1).
-
-    Attributes:
-        cross_period, warp_period, mask_period, ada_period: :class:`~keyframe.windows.StepWindow`
-            of cross-frame attention, shape-aware fusion, pixel-aware fusion (strict) and AdaIN.
-        mask_strength: pixel-fusion weight ``w = mask_strength·V_p`` (0.5).
-        inner_strength: noise-direction rescale in flat regions (0.9; web UI "detail level").
-        smooth_boundary: use the boundary map ``ρ`` (True); False → ``ρ ≡ 1``.
-        loose_cfattn: cross-frame attention only in output blocks 6–11.
-        style_update_freq: keyframes between updates of the "previous" features (1 = every one).
-        pixel_fusion: pass 2 with pixel-aware fusion (False → one pass per keyframe).
-        fidelity_strength, fidelity_threshold: ``λ_E`` and the artefact threshold of ``E*``.
-        rough_render: ``"early"`` (default: pass 1 stops at the pixel-fusion window; ``Ī'`` from its
-            x̂0 there; one plain run's model steps in all) or ``"full"`` (pass 1 to the end, the paper's).
-        feature_dtype: storage dtype of attention features (fp16).
-        offload: feature storage, ``"auto"``, ``"cpu"`` or ``"device"`` (:class:`FeatureStore`).
-    """
-
-    cross_period: StepWindow = CROSS_PERIOD
-    warp_period: StepWindow = WARP_PERIOD
-    mask_period: StepWindow = MASK_PERIOD
-    ada_period: StepWindow = ADA_PERIOD
-    mask_strength: float = 0.5
-    inner_strength: float = 0.9
-    smooth_boundary: bool = True
-    loose_cfattn: bool = False
-    style_update_freq: int = 1
-    pixel_fusion: bool = True
-    fidelity_strength: float = DEFAULT_STRENGTH
-    fidelity_threshold: float = DEFAULT_THRESHOLD
-    feature_dtype: torch.dtype = torch.float16
-    offload: str = "auto"
-    rough_render: str = "early"
-
-    def __post_init__(self) -> None:
-        if not self.mask_period.strict:
-            object.__setattr__(self, "mask_period", replace(self.mask_period, strict=True))
-        for name in ("mask_strength", "inner_strength"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise input_error(name, "a value in [0, 1]", value, "use the default (0.5 / 0.9)")
-        if int(self.style_update_freq) < 1:
-            raise input_error("style_update_freq", "an integer >= 1 (keyframes between updates)",
-                              self.style_update_freq, "use 1 to update the previous reference at every keyframe")
-        if self.rough_render not in ROUGH_RENDERS:
-            raise input_error("rough_render", f"one of {', '.join(ROUGH_RENDERS)}", self.rough_render,
-                              "use 'early' (default, fewer model steps) or 'full' (the paper's rough render)")
-
-
-def planned_steps(total: int, split: int | None, resume: bool = True, rough_render: str = "full") -> int:
-    """Model steps one later keyframe runs: pass 1 (to the end, or to ``split`` when ``"early"``) + pass 2.
-
-    Args:
-        total: sampled steps ``S``.
-        split: first pixel-fusion step, or ``None`` (one pass).
-        resume: pass 2 resumed at ``split`` (else from step 0).
-        rough_render: ``"full"`` or ``"early"``.
-
-    Example:
-        >>> planned_steps(20, 11), planned_steps(20, 11, rough_render="early"), planned_steps(20, None)
-        (29, 20, 20)
-    """
-    if split is None:
-        return total
-    first = split if rough_render == "early" else total
-    return first + (total - split if resume else total)
-
-
 @dataclass
 class KeyframeResult:
     """What :func:`render_keyframe` returns.
@@ -206,21 +135,11 @@ class _FlowPair:
     occlusion: torch.Tensor  # [H,W], 1 = occluded
 
 
-def _flow_between(flow: Any, source: int, target: int, frame_size: tuple[int, int], purpose: str) -> _FlowPair:
-    height, width = frame_size
+def _read_flow(flow: Any, source: int, target: int, frame_size: tuple[int, int]) -> _FlowPair:
+    """The flow and occlusion of a pair :func:`~keyframe.plan.check_flow` accepted (zeros when the source is
+    the keyframe itself, a pair no plan lists)."""
     if source == target:
-        return _FlowPair(torch.zeros(height, width, 2), torch.zeros(height, width))
-    if flow is None:
-        raise input_error("flow", f"a FLOW holding the pair ({source}, {target}) for {purpose}",
-                          "no FLOW connected",
-                          ["connect Rerender Estimate Flow (keyframe pairs) computed on these frames",
-                           "or switch shape and pixel fusion off (warp_start > warp_end, pixel_fusion off)"])
-    if not hasattr(flow, "between"):
-        raise input_error("flow", "a FLOW object (Rerender Estimate Flow output)", type(flow).__name__)
-    flow_size = tuple(getattr(flow, "frame_size", frame_size))
-    if flow_size != tuple(frame_size):
-        raise input_error("flow", f"a FLOW computed at the frames' size ({width}x{height})",
-                          f"a FLOW at {flow_size[1]}x{flow_size[0]}", "compute the flow on the same frames")
+        return _FlowPair(torch.zeros(*frame_size, 2), torch.zeros(*frame_size))
     vectors, occlusion = flow.between(source, target)
     return _FlowPair(vectors.float(), occlusion.float())
 
@@ -300,16 +219,14 @@ def render_keyframe(adapter: ModelAdapter, frame: torch.Tensor, frame_index: int
 
 @dataclass
 class _Plan:
-    """Everything a later keyframe's passes need, validated up front."""
+    """Everything a later keyframe's passes need, validated up front: its :class:`KeyframePlan` and the
+    guides built from the flow pairs that plan reads."""
 
+    steps: KeyframePlan
     reference: ReferenceState
-    settings: ConstraintSettings
     frame_index: int
     clock: StepClock
     blocks: tuple[int, ...]
-    cross_steps: list[int]
-    split: int | None          # first pixel-fusion step (None: one pass)
-    resume: bool
     update_due: bool
     releasable: bool
     colour: ColourGuide | None
@@ -319,17 +236,33 @@ class _Plan:
     soft_anchor: torch.Tensor | None
 
     @property
+    def settings(self) -> ConstraintSettings:
+        return self.steps.settings
+
+    @property
     def total(self) -> int:
         return self.clock.total
 
     @property
+    def cross_steps(self) -> list[int]:
+        return self.steps.cross_steps
+
+    @property
+    def split(self) -> int | None:
+        """First pixel-fusion step (``None``: one pass)."""
+        return self.steps.split
+
+    @property
+    def resume(self) -> bool:
+        return self.steps.resumes
+
+    @property
     def rough_early(self) -> bool:
-        """Pass 1 stops at the pixel-fusion window (``rough_render="early"`` with a pass 2)."""
-        return self.split is not None and self.settings.rough_render == "early"
+        return self.steps.rough_early
 
     @property
     def planned_steps(self) -> int:
-        return planned_steps(self.total, self.split, self.resume, self.settings.rough_render)
+        return self.steps.steps(later=True)
 
     def attention(self, record: FeatureStore | None, record_steps: set[int],
                   discard_limit: int) -> CrossFrameAttention | None:
@@ -351,37 +284,34 @@ def _plan(adapter: ModelAdapter, reference: ReferenceState, flow: Any, settings:
           frame_size: tuple[int, int], sigmas: torch.Tensor, frame_index: int, anchor_index: int | None,
           previous_index: int | None, resume: bool, release_reference: bool) -> _Plan:
     clock = StepClock(sigmas)
-    total = clock.total
+    steps = KeyframePlan(settings, clock.total, bool(resume))
     blocks = attention_blocks(settings.loose_cfattn)
-    cross_steps = settings.cross_period.steps(total)
     reference.check_frame_size(frame_size)
     reference.check_schedule(sigmas)
-    if cross_steps:
-        reference.check_attention(blocks, tuple(adapter.branches), cross_steps)
+    if steps.cross_steps:
+        reference.check_attention(blocks, tuple(adapter.branches), steps.cross_steps)
     anchor_index = reference.anchor_index if anchor_index is None or anchor_index < 0 else int(anchor_index)
     previous_index = reference.previous_index if previous_index is None or previous_index < 0 else int(previous_index)
-
-    shape_on = bool(settings.warp_period.steps(total))
-    pixel_steps = settings.mask_period.steps(total) if settings.pixel_fusion else []
-    if pixel_steps and not adapter.supports_step_hooks:
+    if steps.pixel_steps and not adapter.supports_step_hooks:
         raise input_error("sampler_name", "ddim or euler (the deterministic loop pixel-aware fusion edits)",
                           getattr(adapter, "sampler_name", "a sampler without step hooks"),
                           ["choose ddim (the default)", "or switch pixel_fusion off"])
+    check_flow(flow, steps.flow_pairs(anchor_index, previous_index, frame_index), frame_size)
+
     anchor_pair = previous_pair = soft_anchor = shape = None
-    if shape_on or pixel_steps:
-        anchor_pair = _flow_between(flow, anchor_index, frame_index, frame_size, "shape/pixel fusion")
+    if steps.reads_anchor_flow:
+        anchor_pair = _read_flow(flow, anchor_index, frame_index, frame_size)
         soft_anchor = soft_occlusion(anchor_pair.occlusion)
-    if pixel_steps:
+    if steps.reads_previous_flow:
         previous_pair = anchor_pair if previous_index == anchor_index else \
-            _flow_between(flow, previous_index, frame_index, frame_size, "pixel fusion")
-    if shape_on:
+            _read_flow(flow, previous_index, frame_index, frame_size)
+    if steps.shape_steps:
         shape = ShapeGuide(reference.anchor_x0, latent_flow(anchor_pair.flow), latent_validity(soft_anchor),
                            settings.warp_period)
-    colour = ColourGuide(reference.anchor_stats(), settings.ada_period) if settings.ada_period.steps(total) else None
+    colour = ColourGuide(reference.anchor_stats(), settings.ada_period) if steps.colour_steps else None
     update_due = reference.keyframes_rendered % int(settings.style_update_freq) == 0
-    return _Plan(reference=reference, settings=settings, frame_index=frame_index, clock=clock, blocks=blocks,
-                 cross_steps=cross_steps, split=pixel_steps[0] if pixel_steps else None,
-                 resume=bool(resume and pixel_steps), update_due=update_due,
+    return _Plan(steps=steps, reference=reference, frame_index=frame_index, clock=clock, blocks=blocks,
+                 update_due=update_due,
                  releasable=(release_reference and update_due
                              and reference.previous_features is not reference.anchor_features),
                  colour=colour, shape=shape, anchor_pair=anchor_pair, previous_pair=previous_pair,

@@ -27,8 +27,13 @@ from dataclasses import dataclass
 import torch
 
 from ..common.errors import input_error
+from ..common.settings import Setting, declare
 
 _SLACK = 1e-6
+#: Bounds of a window's ends: fractions of the sampled steps.
+FRACTION_RANGE = (0.0, 1.0)
+#: Widget step of a window's ends.
+FRACTION_STEP = 0.05
 
 
 @dataclass(frozen=True)
@@ -84,16 +89,30 @@ ADA_PERIOD = StepWindow(0.8, 1.0)
 
 
 def window(name: str, start: float, end: float, strict: bool = False) -> StepWindow:
-    """A validated :class:`StepWindow` from node widgets ``<name>_start`` / ``<name>_end``.
+    """A validated :class:`StepWindow` from the inputs ``<name>_start`` / ``<name>_end``.
 
     Raises:
         InputError: a fraction outside [0, 1].
     """
+    low, high = FRACTION_RANGE
     for suffix, value in (("start", start), ("end", end)):
-        if not 0.0 <= float(value) <= 1.0:
+        if not low <= float(value) <= high:
             raise input_error(f"{name}_{suffix}", "a fraction of the sampled steps in [0, 1]", value,
                               f"use 0…1; set {name}_start > {name}_end to switch the constraint off")
     return StepWindow(float(start), float(end), strict)
+
+
+def window_settings(name: str, default: StepWindow, start_tooltip: str, end_tooltip: str) -> tuple[Setting, Setting]:
+    """The two settings ``<name>_start`` / ``<name>_end`` of a window whose default is ``default``.
+
+    Example:
+        >>> start, end = window_settings("warp", WARP_PERIOD, "Start.", "End.")
+        >>> start.name, end.default, end.max
+        ('warp_start', 0.1, 1.0)
+    """
+    low, high = FRACTION_RANGE
+    return (declare(f"{name}_start", default.start, start_tooltip, min=low, max=high, step=FRACTION_STEP),
+            declare(f"{name}_end", default.end, end_tooltip, min=low, max=high, step=FRACTION_STEP))
 
 
 class StepClock:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 
 from ..common.errors import input_error
+from ..keyframe.settings import DENOISE, SAMPLER_NAME, SCHEDULER
 
 #: Sampler names that run the pack's DDIM loop (all constraints, pass-2 resume).
 STEP_HOOK_SAMPLERS = ("ddim", "euler")
@@ -39,7 +40,7 @@ def sampler_names() -> list[str]:
         names = list(comfy.samplers.KSampler.SAMPLERS)
     except ImportError:
         names = list(FALLBACK_SAMPLERS)
-    return ["ddim"] + [n for n in names if n != "ddim"]
+    return _default_first(names, SAMPLER_NAME.default)
 
 
 def scheduler_names() -> list[str]:
@@ -49,7 +50,12 @@ def scheduler_names() -> list[str]:
         names = list(comfy.samplers.KSampler.SCHEDULERS)
     except ImportError:
         names = list(FALLBACK_SCHEDULERS)
-    return ["ddim_uniform"] + [n for n in names if n != "ddim_uniform"]
+    return _default_first(names, SCHEDULER.default)
+
+
+def _default_first(names: list[str], default: str) -> list[str]:
+    """The combo's names with the setting's default first (ComfyUI preselects the first)."""
+    return [default] + [name for name in names if name != default]
 
 
 def describe_model(model: Any) -> dict:
@@ -114,12 +120,12 @@ class ComfyModelAdapter:
 
         check_sd15_model(model)
         if sampler_name not in comfy.samplers.KSampler.SAMPLERS:
-            raise input_error("sampler_name", "one of ComfyUI's samplers", sampler_name, "pick ddim")
+            raise input_error("sampler_name", "one of ComfyUI's samplers", sampler_name, f"pick {SAMPLER_NAME.default}")
         if scheduler not in comfy.samplers.KSampler.SCHEDULERS:
-            raise input_error("scheduler", "one of ComfyUI's schedulers", scheduler, "pick ddim_uniform")
+            raise input_error("scheduler", "one of ComfyUI's schedulers", scheduler, f"pick {SCHEDULER.default}")
         if not denoise > 0:
             raise input_error("denoise", "a denoise strength in (0, 1]", denoise,
-                              "use 0.75 (the reference's default) or 1.0 to re-render fully")
+                              f"use {DENOISE.default} (the reference's default) or 1.0 to re-render fully")
         sampler = comfy.samplers.KSampler(model, steps=int(steps), device=model.load_device, sampler=sampler_name,
                                           scheduler=scheduler, denoise=float(denoise),
                                           model_options=model.model_options)

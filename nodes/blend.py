@@ -5,7 +5,9 @@ from __future__ import annotations
 from ..common.errors import input_error
 from ..propagation.blend import blend_video
 from ..propagation.result import Propagation
+from ..propagation.settings import BLEND, poisson_weights
 from ._comfy import Progress
+from ._widgets import widgets
 
 
 class RerenderTemporalBlend:
@@ -30,19 +32,7 @@ class RerenderTemporalBlend:
             "required": {
                 "propagation": ("PROPAGATION", {"tooltip": "Candidates and errors from Rerender EbSynth "
                                                            "Propagate (direction both for a real blend)."}),
-                "histogram_blend": ("BOOLEAN", {"default": True, "tooltip":
-                                                "Mix both candidates with the histogram-preserving blend (on in "
-                                                "Rerender); off = the per-pixel min-error selection only."}),
-                "poisson_blend": ("BOOLEAN", {"default": False, "tooltip":
-                                              "Screened Poisson gradient blending: follows the selected "
-                                              "candidate's gradients to reduce ghosting; may add flicker (off "
-                                              "in the paper)."}),
-                "poisson_luma_weight": ("FLOAT", {"default": 2.5, "min": 0.0, "max": 100.0, "step": 0.1,
-                                                  "tooltip": "Gradient weight of the L channel in the Poisson "
-                                                             "blend (Rerender 2.5)."}),
-                "poisson_chroma_weight": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 100.0, "step": 0.1,
-                                                    "tooltip": "Gradient weight of the a and b channels in the "
-                                                               "Poisson blend (Rerender 0.5)."}),
+                **widgets(BLEND),
             },
         }
 
@@ -50,7 +40,7 @@ class RerenderTemporalBlend:
         if not isinstance(propagation, Propagation):
             raise input_error("propagation", "a PROPAGATION object (Rerender EbSynth Propagate)",
                               type(propagation).__name__)
-        weights = (float(poisson_luma_weight), float(poisson_chroma_weight), float(poisson_chroma_weight))
+        weights = poisson_weights(poisson_luma_weight, poisson_chroma_weight)
         frames, selection = blend_video(propagation, bool(histogram_blend), bool(poisson_blend), weights,
                                         progress=Progress(propagation.frame_count))
         return (frames, selection)

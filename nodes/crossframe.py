@@ -6,18 +6,17 @@ import torch
 
 from ..common.checks import check_image_batch
 from ..common.errors import input_error
-from ..keyframe.fidelity import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, fidelity_encode
+from ..keyframe.fidelity import fidelity_encode
 from ..keyframe.fusion import check_latent_size
-from ..keyframe.render import ROUGH_RENDERS, planned_steps, render_keyframe
+from ..keyframe.plan import KeyframePlan
+from ..keyframe.render import render_keyframe
+from ..keyframe.settings import FIDELITY_STRENGTH, FIDELITY_THRESHOLD, SEED, ConstraintSettings
 from ._comfy import Progress
-from ._keyframe_adapter import ComfyModelAdapter, sampler_names, scheduler_names
-from ._keyframe_widgets import constraint_settings
+from ._keyframe_adapter import ComfyModelAdapter
+from ._keyframe_widgets import constraint_widgets, sampling_widgets
+from ._widgets import widget
 
 CATEGORY = "Rerender/keyframes"
-
-
-def _fraction(default: float, tooltip: str) -> tuple:
-    return ("FLOAT", {"default": default, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": tooltip})
 
 
 class RerenderFidelityEncode:
@@ -43,13 +42,8 @@ class RerenderFidelityEncode:
         return {"required": {
             "vae": ("VAE", {"tooltip": "The VAE to encode with (SD1.5 or any VAE with an 8x latent)."}),
             "images": ("IMAGE", {"tooltip": "Images [B,H,W,3]; width and height must be multiples of 8."}),
-            "strength": ("FLOAT", {"default": DEFAULT_STRENGTH, "min": 0.0, "max": 2.0, "step": 0.05,
-                                   "tooltip": "lambda_E: how much of the estimated loss to add back "
-                                              "(1 = the paper's value; 0 = plain VAE Encode)."}),
-            "threshold": ("FLOAT", {"default": DEFAULT_THRESHOLD, "min": 0.01, "max": 2.0, "step": 0.01,
-                                    "tooltip": "Artefact threshold: mean RGB error of the decoded compensated "
-                                               "latent, in [-1,1] units (0.25 = about 32/255). Lower = "
-                                               "compensate in fewer places."}),
+            "strength": widget(FIDELITY_STRENGTH),
+            "threshold": widget(FIDELITY_THRESHOLD),
         }}
 
     def encode(self, vae, images, strength, threshold):
@@ -63,21 +57,6 @@ class RerenderFidelityEncode:
             masks.append(result.keep_pixels().cpu())
             progress(index + 1)
         return ({"samples": torch.cat(latents)}, torch.cat(masks))
-
-
-ROUGH_RENDER_TOOLTIP = (
-    "Pixel-aware fusion fills the fused reference with a rough render of this keyframe where the anchor AND the "
-    "previous keyframe are occluded. early (default): pass 1 stops where pixel-aware fusion starts and its x0 "
-    "prediction there (step 10 of 20, blurrier, before AdaIN) is the rough render - 20 model steps per keyframe, "
-    "as one KSampler run. full (the paper's): pass 1 runs to the end for it - 29 model steps at 20 steps. The "
-    "rough render reaches the result only around those doubly occluded regions and through the VAE, so the two "
-    "differ very slightly; the rest of the method is the same.")
-
-SAMPLER_TOOLTIP = (
-    "ddim (default) and euler run the pack's deterministic DDIM loop (eta 0 = Euler in sigma-space): every "
-    "constraint works, and pass 2 resumes from pass 1. Any other ComfyUI sampler works for the anchor and for "
-    "cross-frame attention, AdaIN and shape-aware fusion (they hook the model), but not for pixel-aware fusion "
-    "(it edits the latent between steps): switch pixel_fusion off to use one.")
 
 
 class RerenderCrossFrameSampler:
@@ -106,6 +85,7 @@ class RerenderCrossFrameSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
+        constraints_required, constraints_optional = constraint_widgets()
         return {
             "required": {
                 "model": ("MODEL", {"tooltip": "An SD1.5-family model (other layouts are refused)."}),
@@ -118,51 +98,9 @@ class RerenderCrossFrameSampler:
                 "frame_index": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
                                         "tooltip": "Index of this frame in the video (the FLOW's numbering); also "
                                                    "picks the frame when frames holds the whole video."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
-                                 "tooltip": "Noise seed; keep it the same for every keyframe (same noise = "
-                                            "more consistent keyframes)."}),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 1000,
-                                  "tooltip": "Sampled steps (the reference uses 20). Keep the anchor's value."}),
-                "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                  "tooltip": "Classifier-free guidance scale (reference 7.5)."}),
-                "sampler_name": (sampler_names(), {"tooltip": SAMPLER_TOOLTIP}),
-                "scheduler": (scheduler_names(), {"tooltip": "Sigma schedule; ddim_uniform matches the reference's "
-                                                             "uniform DDIM timesteps."}),
-                "denoise": ("FLOAT", {"default": 0.75, "min": 0.01, "max": 1.0, "step": 0.01,
-                                      "tooltip": "Denoise strength (SDEdit start): 1 = re-render from noise, "
-                                                 "lower keeps more of the frame. Reference default 0.75."}),
-                "cross_start": _fraction(0.0, "Cross-frame attention window start (fraction of the sampled "
-                                              "steps, inclusive)."),
-                "cross_end": _fraction(1.0, "Cross-frame attention window end (inclusive). start > end = off."),
-                "warp_start": _fraction(0.0, "Shape-aware fusion window start (inclusive)."),
-                "warp_end": _fraction(0.1, "Shape-aware fusion window end (inclusive; 0.1 = steps 0-2 of 20). "
-                                           "start > end = off."),
-                "mask_start": _fraction(0.5, "Pixel-aware fusion window start (strict: steps after it)."),
-                "mask_end": _fraction(0.8, "Pixel-aware fusion window end (strict; 0.5-0.8 = steps 11-15 of 20). "
-                                           "Pass 2 resumes from pass 1 at the window's first step."),
-                "ada_start": _fraction(0.8, "AdaIN window start (inclusive; 0.8 = steps 16-19 of 20)."),
-                "ada_end": _fraction(1.0, "AdaIN window end (inclusive). start > end = off."),
-                "mask_strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
-                                            "tooltip": "Pixel-aware fusion weight where the fused reference is "
-                                                       "valid (reference 0.5)."}),
-                "inner_strength": ("FLOAT", {"default": 0.9, "min": 0.5, "max": 1.0, "step": 0.01,
-                                             "tooltip": "Detail level of pixel-aware fusion: how much of the "
-                                                        "model's own noise direction is kept inside valid "
-                                                        "regions (reference 0.9)."}),
-                "smooth_boundary": ("BOOLEAN", {"default": True,
-                                                "tooltip": "Soften the fusion at occlusion-mask boundaries "
-                                                           "(reference default on)."}),
-                "loose_cfattn": ("BOOLEAN", {"default": False,
-                                             "tooltip": "Cross-frame attention only in the 640/320-channel decoder "
-                                                        "layers (output blocks 6-11): closer to the input video, "
-                                                        "less ghosting. Keep the anchor's setting."}),
-                "style_update_freq": ("INT", {"default": 1, "min": 1, "max": 1000,
-                                              "tooltip": "Update the 'previous' attention reference every N "
-                                                         "keyframes (counts keyframes, not frames). Larger = "
-                                                         "less error accumulation, staler style."}),
-                "pixel_fusion": ("BOOLEAN", {"default": True,
-                                             "tooltip": "Pixel-aware fusion (needs a second, partial pass and a "
-                                                        "FLOW). Off = one pass per keyframe."}),
+                "seed": widget(SEED),
+                **sampling_widgets(),
+                **constraints_required,
             },
             "optional": {
                 "reference": ("REFERENCE", {"tooltip": "REFERENCE from the anchor or the previous keyframe. "
@@ -180,7 +118,7 @@ class RerenderCrossFrameSampler:
                                              "tooltip": "Resume pass 2 from pass 1's state at the pixel-fusion "
                                                         "window (same result, fewer steps). Off = pass 2 from "
                                                         "scratch, for checking."}),
-                "rough_render": (list(ROUGH_RENDERS), {"default": "early", "tooltip": ROUGH_RENDER_TOOLTIP}),
+                **constraints_optional,
             },
         }
 
@@ -190,7 +128,7 @@ class RerenderCrossFrameSampler:
         """``constraints``: the window, strength and switch widgets (``cross_start`` … ``rough_render``)."""
         frame = _pick(check_image_batch(frames, "frames"), frame_index, "frames")
         check_latent_size(frame.shape[1], frame.shape[2], "frames")
-        settings = constraint_settings(constraints)
+        settings = ConstraintSettings.from_inputs(constraints)
         adapter = ComfyModelAdapter(model, positive, negative, vae, seed, steps, cfg, sampler_name, scheduler, denoise)
         source = None
         if latent is not None:
@@ -198,9 +136,8 @@ class RerenderCrossFrameSampler:
                 raise input_error("latent", "a LATENT without noise_mask", "a LATENT with a noise mask",
                                   "remove Set Latent Noise Mask: the constraints already decide what is kept")
             source = adapter.to_model_space(_pick(latent["samples"], frame_index, "latent"))
-        total = len(adapter.sigmas) - 1
-        split = settings.mask_period.first(total) if reference is not None and settings.pixel_fusion else None
-        progress = Progress(planned_steps(total, split, resume_pass2, settings.rough_render))
+        plan = KeyframePlan(settings, len(adapter.sigmas) - 1, bool(resume_pass2))
+        progress = Progress(plan.steps(later=reference is not None))
         result = render_keyframe(adapter, frame, frame_index, reference, flow, settings, latent=source,
                                  anchor_index=anchor_index, previous_index=previous_index, resume=resume_pass2,
                                  progress=progress)

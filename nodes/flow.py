@@ -9,17 +9,18 @@ from ..common.checks import check_image_batch
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes, resolve
 from ..common.memory import check_allocation
-from ..flow.dis import DEFAULT_PRESET, PRESETS, DisFlow
+from ..flow.dis import DisFlow
 from ..flow.estimate import estimate_flow
-from ..flow.occlusion import ALPHA, BETA
-from ..flow.pairs import PAIR_MODES, pairs_for_mode
+from ..flow.pairs import pairs_for_mode
 from ..flow.raft import RAFT_MODELS, TORCHVISION_FILES, RaftFlow, find_weights, list_weight_files
+from ..flow.settings import BACKEND, DIS_PRESET, OCCLUSION_ALPHA, OCCLUSION_BETA, PAIR_MODE
 from ..flow.visualize import flow_preview
 from ._comfy import Progress, model_folders, torch_device
+from ._widgets import widget
 from .keyframes import keyframe_choice_widgets
 
 FLOW_MODEL_FOLDER = "optical_flow"
-BACKENDS = ("dis", *RAFT_MODELS)
+BACKENDS = BACKEND.choices
 AUTO_WEIGHTS = "auto"
 
 
@@ -73,15 +74,8 @@ class RerenderEstimateFlow:
             "required": {
                 "frames": ("IMAGE", {"tooltip": "The video frames [N,H,W,3] (Rerender Load Video); at least 2 "
                                                 "frames of at least 16×16 pixels."}),
-                "backend": (list(BACKENDS), {"default": "dis", "tooltip":
-                                             "dis: OpenCV DIS on the CPU, no weights, leaves the GPU to the "
-                                             "diffusion model. raft_small / raft_large: torchvision RAFT (more "
-                                             "accurate on large motion) with weights from models/optical_flow, "
-                                             "e.g. raft_small_C_T_V2-01064c6d.pth or "
-                                             "raft_large_C_T_SKHT_V2-ff5fadd5.pth."}),
-                "dis_preset": (list(PRESETS), {"default": DEFAULT_PRESET, "tooltip":
-                                               "DIS speed/accuracy preset: medium for renders, fast or ultrafast "
-                                               "for quick previews (more false occlusions). Used by backend dis."}),
+                "backend": widget(BACKEND),
+                "dis_preset": widget(DIS_PRESET),
                 "raft_model": (raft_model_choices(), {"tooltip":
                                                       "RAFT weight file from models/optical_flow; auto picks the "
                                                       "file whose name contains the backend name (torchvision's "
@@ -89,23 +83,10 @@ class RerenderEstimateFlow:
                                                       "e.g. https://download.pytorch.org/models/"
                                                       f"{TORCHVISION_FILES['raft_small']}. Used by the raft "
                                                       "backends."}),
-                "pair_mode": (list(PAIR_MODES), {"default": "consecutive", "tooltip":
-                                                 "consecutive: frame i with i+1 (propagation). keyframes: each "
-                                                 "frame with its previous and next keyframe, each keyframe with "
-                                                 "the previous one and the anchor (keyframe stage). "
-                                                 "consecutive+keyframes: both."}),
+                "pair_mode": widget(PAIR_MODE),
                 **keyframe_choice_widgets("Used by the keyframes pair modes."),
-                "occlusion_alpha": ("FLOAT", {"default": ALPHA, "min": 0.0, "max": 1.0, "step": 0.001,
-                                              "advanced": True, "tooltip":
-                                              "Relative threshold α of the forward–backward check "
-                                              "|w_f + w_b|² > α(|w_f|² + |w_b|²) + β (squared, as in Sundaram et "
-                                              "al. 2010; Rerender's code uses the unsquared norms). Larger = "
-                                              "fewer occlusions on fast motion. Paper: 0.01."}),
-                "occlusion_beta": ("FLOAT", {"default": BETA, "min": 0.0, "max": 100.0, "step": 0.05,
-                                             "advanced": True, "tooltip":
-                                             "Absolute threshold β in px² of the same check: the squared "
-                                             "round-trip error tolerated for still pixels (0.5 ≈ 0.7 px). "
-                                             "Paper: 0.5."}),
+                "occlusion_alpha": widget(OCCLUSION_ALPHA),
+                "occlusion_beta": widget(OCCLUSION_BETA),
             },
             "optional": {
                 "keyframes": ("KEYFRAMES", {"tooltip": "Keyframe indices (e.g. from a keyframe selection node); "

@@ -17,12 +17,15 @@ from ..common.checks import check_image_batch
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes, resolve
 from ..keyframe.fusion import check_latent_size
-from ..keyframe.loop import FORMAT_VERSION, check_flow_pairs, render_keyframes
-from ..keyframe.render import ConstraintSettings, planned_steps, render_keyframe
+from ..keyframe.loop import FORMAT_VERSION, render_keyframes
+from ..keyframe.plan import KeyframePlan, check_flow
+from ..keyframe.render import render_keyframe
+from ..keyframe.settings import SEED, ConstraintSettings
 from ._comfy import Progress, free_model_memory
-from ._keyframe_widgets import constraint_settings, constraint_widgets, sampling_widgets
+from ._keyframe_widgets import constraint_widgets, sampling_widgets
 from ._model_identity import (conditioning_identity, control_chain, describe, is_control, model_identity,
                               vae_identity)
+from ._widgets import widget
 from .keyframes import keyframe_choice_widgets
 
 logger = logging.getLogger(__name__)
@@ -74,10 +77,9 @@ class RerenderKeyframeRenderer:
                                                     "Render only the anchor (the first keyframe), to tune the look "
                                                     "quickly. Switch off to render all keyframes: the anchor is "
                                                     "read back from the cache when nothing else changed."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": False,
-                                 "tooltip": "Noise seed, the same noise for every keyframe (more consistent "
-                                            "keyframes). Kept fixed between runs on purpose: a new seed renders "
-                                            "every keyframe again."}),
+                "seed": widget(SEED, control_after_generate=False, tooltip=(
+                    "Noise seed, the same noise for every keyframe (more consistent keyframes). Kept fixed between "
+                    "runs on purpose: a new seed renders every keyframe again.")),
                 **sampling_widgets(),
                 "free_model_after": ("BOOLEAN", {"default": True, "tooltip":
                                                  "Unload the diffusion model (and ControlNet, VAE) from memory when "
@@ -129,10 +131,11 @@ class RerenderKeyframeRenderer:
             base_key = base_cache_key(model, vae, positive, negative, adapter.sigmas, plan.settings,
                                       seed=int(seed), cfg=float(cfg), sampler_name=sampler_name, scheduler=scheduler,
                                       steps=int(steps), denoise=float(denoise))
-        units = plan.steps_per_keyframe(len(adapter.sigmas) - 1)[:plan.count]
+        keyframe_plan = plan.keyframe_plan(len(adapter.sigmas) - 1)
+        units = keyframe_plan.steps_per_keyframe(plan.count)
         progress = Progress(sum(units), unique_id)
         result = render_keyframes(render_one, plan.indices, first_keyframe_only=bool(first_keyframe_only),
-                                  base_key=base_key, inputs_of=plan.inputs_of(hints, flow),
+                                  base_key=base_key, inputs_of=plan.inputs_of(hints, flow, keyframe_plan),
                                   steps_per_keyframe=units, progress=progress)
         if free_model_after:
             free_model_memory()
@@ -146,7 +149,8 @@ class RerenderKeyframeRenderer:
 
 # --------------------------------------------------------------------------- validation and plan
 class RenderPlan:
-    """The validated inputs of one run: frames, keyframes, settings, which flow pairs are read."""
+    """The validated inputs of one run: frames, keyframes, settings; what each keyframe reads comes from
+    its :class:`~keyframe.plan.KeyframePlan`."""
 
     def __init__(self, frames: torch.Tensor, selection: Keyframes, first_keyframe_only: bool,
                  settings: ConstraintSettings, steps: int) -> None:
@@ -159,30 +163,35 @@ class RenderPlan:
         self.settings = settings
         self.steps = int(steps)
 
-    def uses_flow(self, total_steps: int | None = None) -> bool:
-        """True when shape- or pixel-aware fusion acts on some step (they read the flow)."""
-        total = self.steps if total_steps is None else total_steps
-        pixel = bool(self.settings.pixel_fusion and self.settings.mask_period.steps(total))
-        return self.count > 1 and (bool(self.settings.warp_period.steps(total)) or pixel)
+    def keyframe_plan(self, total_steps: int | None = None) -> KeyframePlan:
+        """The keyframes' plan at ``total_steps`` sampled steps (default: the steps widget)."""
+        return KeyframePlan(self.settings, self.steps if total_steps is None else int(total_steps))
+
+    def flow_pairs(self) -> list[tuple[int, int]]:
+        """Every flow pair the keyframes of this run read (none for the anchor alone)."""
+        return self.keyframe_plan().required_flow_pairs(self.indices[:self.count])
+
+    def uses_flow(self) -> bool:
+        """True when some keyframe of this run reads the flow (shape- or pixel-aware fusion acts)."""
+        return bool(self.flow_pairs())
 
     def steps_per_keyframe(self, total: int) -> list[int]:
         """Model steps of each keyframe (the progress bar's units): the anchor one pass; a later keyframe
         pass 1 plus pass 2 from the pixel-fusion window on."""
-        split = self.settings.mask_period.first(total) if self.settings.pixel_fusion else None
-        later = planned_steps(total, split, True, self.settings.rough_render)
-        return [total] + [later] * (len(self.indices) - 1)
+        return self.keyframe_plan(total).steps_per_keyframe(len(self.indices))
 
-    def inputs_of(self, hints: "KeyframeHints", flow: Any):
-        """``inputs_of(position)`` for the cache keys: the frame, its hints, the flow pairs it reads."""
-        uses_flow = self.uses_flow()
+    def inputs_of(self, hints: "KeyframeHints", flow: Any, keyframe_plan: KeyframePlan | None = None):
+        """``inputs_of(position)`` for the cache keys: the frame, its hints, and exactly the flow pairs the
+        render reads (:meth:`KeyframePlan.flow_pairs` of the keyframe, its anchor and previous keyframe)."""
+        keyframe_plan = keyframe_plan or self.keyframe_plan()
         indices = self.indices
 
         def parts(position: int) -> list:
             index = indices[position]
             found: list = [self.frames[index:index + 1], hints.identity(index)]
-            if uses_flow and position > 0:
-                for source in sorted({indices[0], indices[position - 1]}):
-                    found += ["flow", source, *flow.between(source, index)]
+            if position > 0:
+                for source, key in keyframe_plan.flow_pairs(indices[0], indices[position - 1], index):
+                    found += ["flow", source, *flow.between(source, key)]
             return found
 
         return parts
@@ -202,12 +211,11 @@ def plan_render(frames: Any, keyframe_interval: int, keyframe_indices: str, keyf
     frames = check_image_batch(frames, "frames")
     check_latent_size(frames.shape[1], frames.shape[2], "frames")
     selection = resolve(int(frames.shape[0]), int(keyframe_interval), str(keyframe_indices or ""), keyframes)
-    settings = constraint_settings(constraints)
+    settings = ConstraintSettings.from_inputs(constraints)
     plan = RenderPlan(frames, selection, bool(first_keyframe_only), settings, steps)
     if control_images is not None:
         _check_control_images(control_images, plan)
-    if plan.uses_flow():
-        check_flow_pairs(flow, plan.indices[:plan.count], plan.frame_count, plan.frame_size)
+    check_flow(flow, plan.flow_pairs(), plan.frame_size, plan.frame_count)
     return plan
 
 

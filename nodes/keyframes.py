@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ..common import keyframes as keyframe_rules
 from ..common.checks import check_image_batch
+from ..common.keyframes import KEYFRAME_INDICES, KEYFRAME_INTERVAL
 from ..common.scene_cuts import DEFAULT_THRESHOLD, detect_scene_cuts
+from ._widgets import widget
 
 
 class RerenderKeyframeSelection:
@@ -31,13 +33,11 @@ class RerenderKeyframeSelection:
                 "default": "uniform",
                 "tooltip": "uniform: every K-th frame; explicit: the list below; scene_cuts: every "
                            "K-th frame within each shot, plus the first frame of every shot."}),
-            "keyframe_interval": ("INT", {
-                "default": 10, "min": 1, "max": 1000,
-                "tooltip": "K, frames between keyframes (uniform and scene_cuts). Smaller K follows "
-                           "fast motion better but renders more keyframes."}),
-            "keyframe_indices": ("STRING", {
-                "default": "", "multiline": False,
-                "tooltip": "Explicit mode: comma-separated frame numbers, 0-based, e.g. '0, 12, 30'."}),
+            "keyframe_interval": widget(KEYFRAME_INTERVAL, tooltip=(
+                "K, frames between keyframes (uniform and scene_cuts). Smaller K follows fast motion better but "
+                "renders more keyframes.")),
+            "keyframe_indices": widget(KEYFRAME_INDICES, multiline=False, tooltip=(
+                "Explicit mode: comma-separated frame numbers, 0-based, e.g. '0, 12, 30'.")),
             "cut_threshold": ("FLOAT", {
                 "default": DEFAULT_THRESHOLD, "min": 1.0, "max": 255.0, "step": 0.5,
                 "tooltip": "scene_cuts mode: mean grey-level difference (0–255) between consecutive "
@@ -72,11 +72,6 @@ def keyframe_choice_widgets(purpose: str = "") -> dict:
         ``{"keyframe_interval": ..., "keyframe_indices": ...}`` for a node's ``INPUT_TYPES``; the node resolves
         them with :func:`common.keyframes.resolve` (an optional KEYFRAMES input overrides both).
     """
-    interval_tooltip = ("K: keyframes at frames 0, K, 2K, … (used when keyframe_indices is empty and no KEYFRAMES "
-                        "input is connected). The paper uses 5-20." + (f" {purpose}" if purpose else ""))
-    return {
-        "keyframe_interval": ("INT", {"default": 10, "min": 1, "max": 10000, "tooltip": interval_tooltip}),
-        "keyframe_indices": ("STRING", {"default": "", "tooltip":
-                                        "Explicit keyframe frame numbers, e.g. '0, 12, 30' (0-based); overrides "
-                                        "the interval. A KEYFRAMES input overrides both."}),
-    }
+    purpose = f" {purpose}" if purpose else ""
+    return {"keyframe_interval": widget(KEYFRAME_INTERVAL, tooltip=KEYFRAME_INTERVAL.tooltip + purpose),
+            "keyframe_indices": widget(KEYFRAME_INDICES)}

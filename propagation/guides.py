@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from ..common.errors import input_error
+from ..common.settings import setting
 from ..flow.warp import warp
 
 #: 3×3 4-neighbour Laplacian of the edge guide (Rerender ``blender/guide.py``, EbSynth anchor §5.2).
@@ -58,7 +59,8 @@ INPAINT_RADIUS = 5
 class GuideWeights:
     """Weights of the four guides (Rerender defaults, ``rerender_spec.md`` §4.2).
 
-    Each weight is split evenly over its guide's channels by the synthesis; 0 drops the guide.
+    Each weight is split evenly over its guide's channels by the synthesis; 0 drops the guide. Each
+    field declares its setting (input name ``<guide>_weight``, range, tooltip) for the node and the CLI.
 
     Attributes:
         colour: original keyframe → original target frame.
@@ -67,10 +69,14 @@ class GuideWeights:
         temporal: the previous propagated output warped into the target frame.
     """
 
-    colour: float = 6.0
-    edge: float = 0.5
-    positional: float = 2.0
-    temporal: float = 0.5
+    colour: float = setting(6.0, "Weight of the colour guide: original keyframe → original frame (Rerender 6).",
+                            name="colour_weight", min=0.0, max=100.0, step=0.1)
+    edge: float = setting(0.5, "Weight of the edge guide: 3×3 Laplacian of both frames (Rerender 0.5).",
+                          name="edge_weight", min=0.0, max=100.0, step=0.1)
+    positional: float = setting(2.0, "Weight of the positional guide: keyframe coordinates carried by the flow "
+                                     "(Rerender 2).", name="positional_weight", min=0.0, max=100.0, step=0.1)
+    temporal: float = setting(0.5, "Weight of the temporal guide: the previous propagated frame warped by the flow "
+                                   "(Rerender 0.5).", name="temporal_weight", min=0.0, max=100.0, step=0.1)
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

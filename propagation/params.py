@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..common.errors import input_error
+from ..common.settings import setting
 
 VOTE_MODES = ("plain", "weighted")
 
@@ -15,6 +16,9 @@ VOTE_MODES = ("plain", "weighted")
 @dataclass(frozen=True)
 class SynthesisParams:
     """Knobs of :func:`propagation.synthesis.synthesize`.
+
+    The fields a user sets carry their :class:`~common.settings.Setting` (range, tooltip); the Propagate
+    node's widgets and the ``propagate`` command's options are generated from them.
 
     Attributes:
         patch_size: patch side in pixels; odd, >= 3 (EbSynth and Rerender: 5).
@@ -45,14 +49,20 @@ class SynthesisParams:
         7
     """
 
-    patch_size: int = 5
-    pyramid_levels: int = 0
-    search_vote_iters: int = 12
-    patchmatch_iters: int = 6
-    uniformity: float = 3500.0
-    extra_pass_3x3: bool = False
+    patch_size: int = setting(5, "Patch side in pixels (odd). EbSynth/Rerender: 5.", min=3, max=15, step=2)
+    pyramid_levels: int = setting(0, "Coarse-to-fine levels; 0 = automatic (as many as the frame size allows, "
+                                     "EbSynth's rule).", min=0, max=16)
+    search_vote_iters: int = setting(12, "Search–vote iterations per pyramid level (Rerender 12, EbSynth 6). Time "
+                                         "grows linearly.", min=1, max=64)
+    patchmatch_iters: int = setting(6, "PatchMatch iterations per search–vote iteration (Rerender 6, EbSynth 4).",
+                                    min=0, max=64)
+    uniformity: float = setting(3500.0, "Weight of the uniformity term that spreads the use of keyframe patches "
+                                        "(EbSynth 3500; 0 off).", min=0.0, max=100000.0, step=50.0)
+    extra_pass_3x3: bool = setting(False, "Refine once more with 3×3 patches at the finest level (sharper, slower; "
+                                          "off in Rerender).")
     stop_threshold: float = 5.0
-    seed: int = 0
+    seed: int = setting(0, "Seed of PatchMatch's random search; results are deterministic for a given seed.",
+                        name="patchmatch_seed", min=0, max=2**31 - 1, flag="--seed")
     vote_mode: str = "plain"
     initial_nnf_levels: int = 1
     freeze_levels: int = 2

@@ -22,11 +22,12 @@ from rerender_video.common.errors import InputError
 from rerender_video.common.keyframes import uniform
 from rerender_video.flow.types import FlowPairs
 from rerender_video.keyframe.attention import FeatureStore
-from rerender_video.keyframe.loop import (NAMESPACE, STATE_NAMESPACE, check_flow_pairs, keyframe_keys,
-                                          render_keyframes, required_flow_pairs)
+from rerender_video.keyframe.loop import NAMESPACE, STATE_NAMESPACE, keyframe_keys, render_keyframes
+from rerender_video.keyframe.plan import KeyframePlan
 from rerender_video.keyframe.reference import ReferenceState
 from rerender_video.keyframe.render import render_keyframe
-from rerender_video.nodes._keyframe_widgets import constraint_settings
+from rerender_video.keyframe.settings import ConstraintSettings
+from rerender_video.keyframe.toy import ToyAdapter
 from rerender_video.nodes.keyframe_renderer import (KeyframeHints, RerenderKeyframeRenderer, base_cache_key,
                                                     plan_render)
 
@@ -248,15 +249,14 @@ def toy_video(megamind_frames):
 
     crop = megamind_frames[[30, 34, 38, 42], :, 96:624].permute(0, 3, 1, 2)
     frames = F.interpolate(crop, size=(64, 64), mode="area").permute(0, 2, 3, 1).contiguous()
-    flow = estimate_flow(frames, required_flow_pairs([0, 1, 2, 3]), DisFlow("medium"))
+    flow = estimate_flow(frames, KeyframePlan(ConstraintSettings(), 6).required_flow_pairs([0, 1, 2, 3]),
+                         DisFlow("medium"))
     return frames, flow
 
 
 def toy_render(frames, flow):
-    from rerender_video.keyframe.toy import ToyAdapter
-
     adapter = ToyAdapter(steps=6, seed=5)
-    settings = constraint_settings({"mask_start": 0.3, "mask_end": 0.9})  # pixel fusion on steps 2-4 of 6
+    settings = ConstraintSettings.from_inputs({"mask_start": 0.3, "mask_end": 0.9})  # pixel fusion on steps 2-4 of 6
 
     def render(frame_index, reference, *, release_reference, progress):
         return render_keyframe(adapter, frames[frame_index:frame_index + 1], frame_index, reference, flow, settings,
@@ -288,32 +288,60 @@ def test_toy_model_resume_is_bit_exact(toy_video, one_thread):
     assert torch.equal(resumed.latents, expected.latents)
 
 
+class RecordingFlow:
+    """A FLOW that records the pairs read through ``between``."""
+
+    def __init__(self, flow: FlowPairs) -> None:
+        self.flow, self.frame_size, self.read = flow, flow.frame_size, []
+
+    def between(self, source, target):
+        self.read.append((source, target))
+        return self.flow.between(source, target)
+
+    def has(self, source, target):
+        return self.flow.has(source, target)
+
+
+@pytest.mark.parametrize("switches", [
+    {},                                                   # shape + pixel fusion
+    {"pixel_fusion": False},                              # shape fusion only: (previous, k) is not read
+    {"warp_start": 1.0, "warp_end": 0.0},                 # pixel fusion only
+    {"pixel_fusion": False, "warp_start": 1.0, "warp_end": 0.0},  # no flow at all
+])
+def test_cache_key_holds_exactly_the_flow_pairs_the_render_reads(toy_video, one_thread, switches):
+    frames, flow = toy_video
+    values = {"mask_start": 0.3, "mask_end": 0.9, **switches}
+    node_plan = plan_render(frames, 1, "", None, False, 6, values, flow)
+    settings = node_plan.settings
+    rendered_flow, keyed_flow = RecordingFlow(flow), RecordingFlow(flow)
+    adapter = ToyAdapter(steps=6, seed=5)
+    read: list[list] = []
+
+    def render(frame_index, reference, *, release_reference, progress):
+        rendered_flow.read = []
+        result = render_keyframe(adapter, frames[frame_index:frame_index + 1], frame_index, reference, rendered_flow,
+                                 settings, release_reference=release_reference, progress=progress)
+        read.append(sorted(set(rendered_flow.read)))
+        return result
+
+    render_keyframes(render, node_plan.indices)
+    hints = KeyframeHints(conditioning(None), conditioning(None), None, 4, node_plan.indices)
+    parts = node_plan.inputs_of(hints, keyed_flow, node_plan.keyframe_plan(len(adapter.sigmas) - 1))
+    keyed = []
+    for position in range(4):
+        keyed_flow.read = []
+        parts(position)
+        keyed.append(sorted(set(keyed_flow.read)))
+    assert keyed == read
+    assert bool(read[-1]) == (not (switches.get("pixel_fusion") is False and "warp_start" in switches))
+
+
 # --------------------------------------------------------------------------- flow pairs
 def flow_with(pairs, frame_count=10, size=(SIZE, SIZE)):
     count = len(pairs)
     zeros = np.zeros((count, *size, 2), np.float32)
     masks = np.zeros((count, *size), np.float32)
     return FlowPairs(list(pairs), zeros, zeros, masks, masks, size, frame_count, "test", {"pair_mode": "consecutive"})
-
-
-class TestFlowPairs:
-    def test_required_pairs(self):
-        assert required_flow_pairs([0]) == []
-        assert required_flow_pairs([0, 4, 8, 12]) == [(0, 4), (0, 8), (4, 8), (0, 12), (8, 12)]
-
-    def test_missing_flow(self):
-        with pytest.raises(InputError, match="pair_mode on Rerender Estimate Flow to keyframes"):
-            check_flow_pairs(None, [0, 4], 10, (SIZE, SIZE))
-
-    def test_missing_pairs_are_named(self):
-        consecutive = flow_with([(i, i + 1) for i in range(9)])
-        with pytest.raises(InputError, match=r"\(0, 4\).*pair_mode consecutive"):
-            check_flow_pairs(consecutive, [0, 4, 8], 10, (SIZE, SIZE))
-        check_flow_pairs(flow_with([(0, 4), (8, 0), (4, 8)]), [0, 4, 8], 10, (SIZE, SIZE))  # either order
-
-    def test_flow_of_other_frames(self):
-        with pytest.raises(InputError, match="flow"):
-            check_flow_pairs(flow_with([(0, 4)], frame_count=12), [0, 4], 10, (SIZE, SIZE))
 
 
 # --------------------------------------------------------------------------- the node's checks (no ComfyUI)
@@ -342,7 +370,7 @@ class TestNodeInputs:
         assert names[names.index("use_cache") + 1] == "cross_start" and names[-1] == "pixel_fusion"
 
     def test_settings_pass_through(self):
-        settings = constraint_settings({**WIDGETS, "warp_start": 1.0, "warp_end": 0.0, "style_update_freq": 3})
+        settings = ConstraintSettings.from_inputs({**WIDGETS, "warp_start": 1.0, "warp_end": 0.0, "style_update_freq": 3})
         assert not settings.warp_period.enabled and settings.style_update_freq == 3
         assert settings.mask_period.strict
 
@@ -483,7 +511,7 @@ def key(model=None, vae_weight=1.0, positive=None, sigmas=(2.0, 1.0, 0.0), seed=
             parameter.fill_(vae_weight)
     values = {**WIDGETS, **widgets}
     return base_cache_key(model or stand_in_model(), vae, positive or conditioning(FakeControlNet()),
-                          conditioning(None), torch.tensor(sigmas), constraint_settings(values), seed=seed,
+                          conditioning(None), torch.tensor(sigmas), ConstraintSettings.from_inputs(values), seed=seed,
                           cfg=7.5, sampler_name="ddim", scheduler="ddim_uniform")
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from rerender_video.common.errors import InputError
-from rerender_video.keyframe.render import ConstraintSettings
+from rerender_video.keyframe.settings import ConstraintSettings
 from rerender_video.keyframe.toy import ToyAdapter
 from rerender_video.nodes._keyframe_adapter import check_sd15_model, describe_model, sampler_names, scheduler_names
 from rerender_video.nodes.crossframe import (NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, RerenderCrossFrameSampler,

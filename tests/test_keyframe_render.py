@@ -17,7 +17,9 @@ from rerender_video.flow.types import FlowPairs
 from rerender_video.keyframe.attention import FeatureStore
 from rerender_video.keyframe.constraints import KeyframeConstraints
 from rerender_video.keyframe.fusion import soft_occlusion
-from rerender_video.keyframe.render import ConstraintSettings, planned_steps, render_keyframe
+from rerender_video.keyframe.plan import planned_steps
+from rerender_video.keyframe.render import render_keyframe
+from rerender_video.keyframe.settings import ConstraintSettings
 from rerender_video.keyframe.toy import ToyAdapter
 from rerender_video.keyframe.windows import StepWindow
 from rerender_video.tests.keyframe_data import make_flow, megamind_squares
@@ -300,7 +302,8 @@ class TestBadInput:
         images, _ = video
         frames = [(f.numpy() * 255).astype(np.uint8) for f in images]
         partial = make_flow(frames, [(1, 2)])
-        with pytest.raises(InputError, match=r"flow: Expected a FLOW holding the pair \(0, 1\)"):
+        with pytest.raises(InputError, match=r"flow: Expected a FLOW holding the keyframe pairs .*without the pairs "
+                                             r"\(0, 1\).*pair_mode on Rerender Estimate Flow"):
             render_keyframe(adapter, images[1:2], 1, anchor.reference, partial, EXACT)
 
     def test_missing_flow_names_the_fixes(self, adapter, video, anchor):
