@@ -223,8 +223,8 @@ def run(args) -> int:
     cli.load_pack()
     from rerender_video.tests.keyframe_data import make_flow
     from rerender_video.keyframe.attention import LOOSE_BLOCKS, store_bytes
-    from rerender_video.keyframe.plan import planned_steps
-    from rerender_video.keyframe.windows import MASK_PERIOD
+    from rerender_video.keyframe.plan import KeyframePlan
+    from rerender_video.keyframe.settings import ConstraintSettings
     from rerender_video.nodes.crossframe import RerenderCrossFrameSampler
 
     print("Rerender Cross-Frame Sampler benchmark. Figures taken on a SHARED machine (other jobs use the same "
@@ -302,10 +302,11 @@ def run(args) -> int:
     t_encode, _ = timed(vae.encode, images[2:3])
     t_decode, _ = timed(vae.decode, latent["samples"])
 
-    split = MASK_PERIOD.first(args.steps)
-    steps = {"plain": args.steps, "plain+vae": args.steps, "key2": planned_steps(args.steps, split),
-             "key2 early": planned_steps(args.steps, split, rough_render="early"),
-             "key2 full": planned_steps(args.steps, split, resume=False)}
+    def later_steps(rough_render: str, resume: bool = True) -> int:
+        return KeyframePlan(ConstraintSettings(rough_render=rough_render), args.steps, resume).steps(later=True)
+
+    steps = {"plain": args.steps, "plain+vae": args.steps, "key2": later_steps("full"),
+             "key2 early": later_steps("early"), "key2 full": later_steps("full", resume=False)}
     labels = {"plain": "plain KSampler", "plain+vae": "VAE Encode + KSampler + VAE Decode",
               "key2": "Cross-Frame Sampler, rough_render full", "key2 early": "Cross-Frame Sampler, rough_render early",
               "key2 full": "two full passes (the reference's scheme)"}

@@ -7,7 +7,7 @@ Measures, on Megamind frames (tests/data/Megamind.avi, frames 1–21 of the firs
   native 720×528: the backend alone on its thread pool, the backend on one thread (OpenCV's own
   threads), and the full :func:`flow.estimate.estimate_flow` (occlusion check and cache writes too);
 * RAFT-small with random weights (12 iterations), when torchvision imports: run this script with
-  ComfyUI's venv (``/work/comfy/cvenv/bin/python benchmarks/flow.py``) for that row;
+  ComfyUI's venv (``/path/to/comfy-venv/bin/python benchmarks/flow.py``) for that row;
 * Load Video decode: :func:`videoio.reader.load_frames` of the whole clip at 720×528, frames per second.
 
 Targets (2-core CPU): DIS medium ≤ 50 ms per pair at 512×512; decode ≥ 150 fps at 720×528.

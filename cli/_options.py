@@ -2,8 +2,9 @@
 
 Every option's ``dest`` is the setting's name (the node widget's name, the name errors use), so
 ``args.patch_size`` holds ``--patch-size`` and an error about the input ``patch_size`` can be reported
-as the option the user typed (the parser's actions map each ``dest`` to its option strings). Numbers outside the setting's ``[min, max]`` are refused
-by the parser, naming the option, as the node's widget refuses them. BOOLEAN settings become switches:
+as the option the user typed (the parser's actions map each ``dest`` to its option strings). Numbers
+outside the setting's ``[min, max]`` are refused by the parser, naming the option, as the node's widget
+refuses them. BOOLEAN settings become switches:
 ``--name`` (store_true) when the default is False, ``--no-name`` (store_false) when it is True;
 a declaration's ``flag`` keeps an established option string (``--seed``, ``--no-histogram``).
 

@@ -25,10 +25,10 @@ PAIR_MODE = declare("pair_mode", "consecutive", "consecutive: frame i with i+1 (
                                                 "with its previous and next keyframe, each keyframe with the previous "
                                                 "one and the anchor (keyframe stage). consecutive+keyframes: both.",
                     choices=PAIR_MODES)
-OCCLUSION_ALPHA = declare("occlusion_alpha", ALPHA, "Relative threshold α of the forward–backward check |w_f + w_b|² > "
-                                                    "α(|w_f|² + |w_b|²) + β (squared, as in Sundaram et al. 2010; "
-                                                    "Rerender's code uses the unsquared norms). Larger = fewer "
-                                                    "occlusions on fast motion. Paper: 0.01.",
+OCCLUSION_ALPHA = declare("occlusion_alpha", ALPHA,
+                          "Relative threshold α of the forward–backward check |w_f + w_b|² > α(|w_f|² + |w_b|²) "
+                          "+ β (squared, as in Sundaram et al. 2010; Rerender's code uses the unsquared norms). "
+                          "Larger = fewer occlusions on fast motion. Paper: 0.01.",
                           min=0.0, max=1.0, step=0.001, flag="--alpha", advanced=True)
 OCCLUSION_BETA = declare("occlusion_beta", BETA, "Absolute threshold β in px² of the same check: the squared "
                                                  "round-trip error tolerated for still pixels (0.5 ≈ 0.7 px). Paper: "

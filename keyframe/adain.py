@@ -1,4 +1,4 @@
-"""Colour-aware adaptive latent adjustment (paper §4.1.4; ``rerender_spec.md`` §2.5).
+"""Colour-aware adaptive latent adjustment (paper §4.1.4; ``keyframe/ALGORITHM.md`` §8).
 
 At late steps, each channel of this frame's predicted clean latent x̂0 is renormalised to the
 anchor's x̂0 statistics *at the same step*: ``x̂0 ← IN(x̂0)·σ_anchor + μ_anchor``. ``IN`` is instance

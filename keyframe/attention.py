@@ -1,4 +1,4 @@
-"""Style-aware cross-frame attention (paper §4.1.1, Eq. 6; ``rerender_spec.md`` §2.2).
+"""Style-aware cross-frame attention (paper §4.1.1, Eq. 6; ``keyframe/ALGORITHM.md`` §3).
 
 In the decoder self-attention layers of the UNet (SD1.5 ``output_blocks`` 3–11; "loose" mode
 6–11), the keys and values of the frame being rendered come from the **anchor** frame's and the
@@ -11,14 +11,14 @@ the layer-normed hidden states ``n`` of a transformer block before self-attentio
 ``context``/``value`` it returns as the source of K and V; the projections and the attention kernel
 stay ComfyUI's, so the constraint holds whichever attention backend ComfyUI picked (SDPA,
 sub-quadratic, split, xformers, sage, flash) — the reference lost it silently under xformers
-(``rerender_spec.md`` §2.2.6, §9 item 11).
+(ALGORITHM.md §10 item 3).
 
 Storing ``n`` (not K/V) is equivalent, because K/V are re-projected by the same layer weights.
 
 The :class:`FeatureStore` keys every record explicitly by ``(step, branch, block)`` — sampled-step
 index (:class:`~keyframe.windows.StepClock`), CFG branch (0 = cond, 1 = uncond, from ComfyUI's
 ``transformer_options["cond_or_uncond"]``) and output-block number — never by call order (the
-reference's call-order cursor broke when the step count changed, §9 item 10). Records are fp16
+reference's call-order cursor broke when the step count changed, ALGORITHM.md §10 item 3). Records are fp16
 (half the reference's fp32) and go to the CPU when the GPU is short of memory.
 """
 
@@ -164,7 +164,7 @@ def store_bytes(latent_height: int, latent_width: int, steps: int, blocks: Itera
     """Size of one :class:`FeatureStore` for the real SD1.5 layer shapes, computed from the shapes.
 
     Output blocks 3–5 run at latent/4 with 1280 channels, 6–8 at latent/2 with 640, 9–11 at the
-    latent resolution with 320 (``rerender_spec.md`` §2.2.1).
+    latent resolution with 320 (the SD1.5 UNet's decoder).
 
     Example:
         >>> round(store_bytes(64, 64, 20) / 1e6)  # 512×512, 20 steps, cond+uncond, fp16

@@ -1,4 +1,4 @@
-"""Fidelity-oriented image encoding ``E*`` (paper §4.1.3, Eqs. 8–9; ``rerender_spec.md`` §2.4.4).
+"""Fidelity-oriented image encoding ``E*`` (paper §4.1.3, Eqs. 8–9; ``keyframe/ALGORITHM.md`` §5).
 
 Each VAE encode–decode round loses detail and drifts colours; repeated rounds (keyframe → render →
 encode again) accumulate that loss. ``E*`` estimates the loss of one round in latent space and
@@ -15,7 +15,7 @@ Cost: 2 encodes + 2 decodes. Space: ``(1+λ)·x_r − λ·x_rr`` is an affine co
 to 1), so it commutes with the latent format's affine ``process_in``: ``E*`` computed on raw VAE
 latents and then scaled equals ``E*`` computed on scaled latents. The encoder here is whatever
 ``encode`` does — ComfyUI's ``VAE.encode`` returns the posterior *mode* (deterministic), the
-reference samples the posterior (§9 item 12); the mode is kept on purpose (reproducible, and
+reference samples the posterior (ALGORITHM.md §10 item 8); the mode is kept on purpose (reproducible, and
 sampling noise would only add to the drift ``E*`` corrects).
 """
 

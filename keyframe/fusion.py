@@ -1,18 +1,18 @@
-"""Soft occlusion masks and the two cross-frame latent fusions (paper §4.1.2–4.1.3).
+"""Soft occlusion masks and the cross-frame latent fusions (paper §4.1.2–4.1.3; ``keyframe/ALGORITHM.md`` §4, §6).
 
 Conventions: hard occlusion masks come from :meth:`flow.types.FlowPairs.between` as ``[H,W]`` float
 {0,1}, **1 = occluded** (the warped value is unreliable). *Validity* masks are the opposite
 (1 = reliable). Pixel-space masks here are ``[B,1,H,W]``, latent-space ones ``[B,1,H/8,W/8]``;
 images are IMAGE layout ``[B,H,W,3]`` float in [0,1]; latents ``[B,4,H/8,W/8]`` in the model's space.
 
-* Soft occlusion (``rerender_spec.md`` §2.4.1): ``B = clamp(G(dilate9(O)) + O, 0, 1)`` with a 9×9
+* Soft occlusion (ALGORITHM.md §4): ``B = clamp(G(dilate9(O)) + O, 0, 1)`` with a 9×9
   max-pool (radius 4 px) and a 9×9 Gaussian blur of σ = 18 (reflect padding, as torchvision's),
   so the mask keeps 1 on occluded pixels and falls off over about 8 px.
-* Shape-aware fusion (Eq. 7, §2.3): ``x̂0 ← V·warp(x̂0_anchor) + (1−V)·x̂0`` with the anchor→frame
-  flow at latent resolution (pixel flow ÷ 8, bilinearly resampled ×1/8 without antialias — a point
-  sample, as the reference), validity ``V = 1 − maxpool8(B_anchor)`` (a latent cell is trusted as
+* Shape-aware fusion (Eq. 7, ALGORITHM.md §4): ``x̂0 ← V·warp(x̂0_anchor) + (1−V)·x̂0`` with the
+  anchor→frame flow at latent resolution (pixel flow ÷ 8, bilinearly resampled ×1/8 without
+  antialias — a point sample, as the reference), validity ``V = 1 − maxpool8(B_anchor)`` (a latent cell is trusted as
   much as its least trusted pixel) and **nearest** warping with zero padding.
-* Pixel-aware fusion (Eqs. 10–11, §2.4): the fused reference image, the inpainting validity
+* Pixel-aware fusion (Eqs. 10–11, ALGORITHM.md §6): the fused reference image, the inpainting validity
   (a per-cell *min*-pool of the soft validity of pixels visible in at least one reference), the
   flat-region boundary map and the per-step latent blend.
 """
@@ -172,7 +172,7 @@ def fused_reference_image(rough: torch.Tensor, warped_anchor: torch.Tensor, soft
 
 
 def inpainting_validity(occ_anchor: torch.Tensor, occ_previous: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the fused reference can be trusted (``rerender_spec.md`` §2.4.3).
+    """Where the fused reference can be trusted (``keyframe/ALGORITHM.md`` §6).
 
     ``O_both = O_p·O_0`` (occluded in both references), ``A = 1 − soft(O_both)`` (pixel validity),
     ``V_p = 1 − maxpool8(1 − A)`` (latent validity: a per-cell *min*-pool of ``A``).
@@ -204,7 +204,7 @@ def flat_region(validity: torch.Tensor) -> torch.Tensor:
 
 
 def noise_rescale(weight: torch.Tensor, boundary: torch.Tensor, inner_strength: float) -> torch.Tensor:
-    """Noise-direction scale ``r`` of the reference's soft inpainting (``rerender_spec.md`` §2.4.5).
+    """Noise-direction scale ``r`` of the reference's soft inpainting (``keyframe/ALGORITHM.md`` §6).
 
     ``r = max(1−w, √(1−w²)·inner_strength)`` in flat regions (``ρ = 1``), ``1−w`` on mask
     boundaries (``ρ = 0``). Where ``w = 0``, ``r = 1`` (the latent is left as it is).
@@ -223,7 +223,7 @@ def pixel_fusion_step(x: torch.Tensor, eps_prev: torch.Tensor, sigma: float, tar
                       noise: torch.Tensor) -> torch.Tensor:
     """Blend the running latent with the forward-diffused fused reference (Eq. 11, code variant).
 
-    In σ-space (``rerender_spec.md`` §2.0): ``dir = σ·ε̂_prev`` is the noise part of the step just
+    In σ-space (``keyframe/ALGORITHM.md`` §1): ``dir = σ·ε̂_prev`` is the noise part of the step just
     taken and ``x − dir`` its clean part (= x̂0 of the previous step), so
 
     ``x ← w·(x̃ + σ·z) + (1−w)·(x − dir) + r·dir``

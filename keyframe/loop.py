@@ -1,6 +1,6 @@
 """The keyframe loop: anchor first, then every keyframe with the anchor and the previous keyframe,
 cached on disk so that a re-run resumes after the last finished keyframe (paper §4.1;
-``rerender_spec.md`` §1.4–1.5).
+``keyframe/ALGORITHM.md`` §9).
 
 :func:`render_keyframes` takes the render function as a parameter — the Keyframe Renderer node
 passes :func:`keyframe.render.render_keyframe` bound to ComfyUI's model, tests pass the toy model
@@ -17,7 +17,8 @@ Cache (``common.cache``; every write is atomic, an interrupted write leaves noth
 * **keys** are chained: ``key_0 = H(base, anchor inputs)``, ``key_p = H(key_{p-1}, keyframe p's
   inputs)``. ``base`` hashes what every keyframe depends on (model, VAE, conditioning, sampler
   settings, σ schedule, constraint settings, seed), the per-keyframe inputs are the frame, its
-  ControlNet hints and the flow pairs it reads. A keyframe's key therefore changes exactly when
+  ControlNet hints and exactly the flow pairs its render reads
+  (:meth:`keyframe.plan.KeyframePlan.flow_pairs`). A keyframe's key therefore changes exactly when
   something it depends on changes — a later keyframe never invalidates an earlier one, and
   "first keyframe only" followed by "all keyframes" finds the anchor it rendered.
 * **namespace** ``keyframes/<key_p>``: ``keyframe.safetensors`` (render ``[1,H,W,3]``, model-space

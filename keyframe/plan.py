@@ -1,4 +1,4 @@
-"""What a keyframe reads and runs, derived once from the settings (paper §4.1; ``keyframe/ALGORITHM.md`` §7).
+"""What a keyframe reads and runs, derived once from the settings (paper §4.1; ``keyframe/ALGORITHM.md`` §9).
 
 :class:`KeyframePlan` is pure (no tensor, no model): for ``S`` sampled steps and the
 :class:`~keyframe.settings.ConstraintSettings` it gives

@@ -2,7 +2,7 @@
 
 Made by :func:`keyframe.render.render_keyframe` when it renders the anchor (``reference=None``) and
 replaced — never changed in place, so a REFERENCE that ComfyUI caches stays valid — by every later
-keyframe. Fields (``rerender_spec.md`` §1.4–1.5, Appendix A):
+keyframe. Fields (``keyframe/ALGORITHM.md`` §7):
 
 * ``anchor_features`` — the anchor's decoder self-attention inputs per (step, branch, block): the
   "first" K/V source of cross-frame attention;
@@ -16,7 +16,7 @@ keyframe. Fields (``rerender_spec.md`` §1.4–1.5, Appendix A):
   so a keyframe rendered with incompatible settings fails with a clear message instead of reading
   the wrong records.
 
-``style_update_freq`` counts keyframes (``rerender_spec.md`` §2.2.4, §9 item 4; the reference's
+``style_update_freq`` counts keyframes (``keyframe/ALGORITHM.md`` §3, §10 item 2; the reference's
 scripts count frames): the k-th keyframe after the anchor (k = 0, 1, …, ``keyframes_rendered``
 before it) records new "previous" features when ``k % style_update_freq == 0``. With K-frame
 keyframe intervals this equals the reference's frame-counting rule at ``style_update_freq·K``.

@@ -1,4 +1,4 @@
-"""Render one keyframe with the hierarchical cross-frame constraints (paper §4.1, Appendix A of the spec).
+"""Render one keyframe with the hierarchical cross-frame constraints (paper §4.1; ``keyframe/ALGORITHM.md`` §6–7).
 
 :func:`render_keyframe` is the one entry point the nodes (Rerender Cross-Frame Sampler, and the
 Keyframe Renderer's loop) call:
@@ -25,9 +25,8 @@ Rough render (``ConstraintSettings.rough_render``):
   the previous keyframe, Eq. 10), where the inpainting weight ``w = mask_strength·V_p`` is 0, so it
   reaches the result only through the soft band around those regions and the VAE's receptive
   field in ``E*``. The early x̂0 is blurrier and precedes AdaIN's steps; the render changes
-  slightly (figures: ``benchmarks/crossframe.py``: with the random-weight SD1.5-layout model the final
-  render moves by < 0.01/255 on average, and even a uniform gray ``Ī'`` moves it by 0.07/255, while
-  the model steps drop from 29 to 20);
+  slightly while the model steps drop from 29 to 20 (measured figures and their command: the README,
+  "Keyframe speed and memory");
 * ``"full"`` (the paper's and the reference's ``Ī'``): pass 1 runs to the end and ``Ī'`` is its
   decoded result — ``S + (S − split)`` model steps (29 at 20 steps).
 
@@ -38,17 +37,17 @@ after ``latent_format.process_in`` (×0.18215 for SD1.5) — because the σ-spac
 (``x̃ + σ·z``) is only right where ``x = x̂0 + σ·ε`` holds. ``E*`` (affine) and AdaIN (per-channel
 affine-invariant) give the same result in either space; warps are linear.
 
-Deliberate choices on the reference's quirks (``rerender_spec.md`` §9):
+Deliberate differences from the reference code (``keyframe/ALGORITHM.md`` §10 lists them with reasons):
 
-* windows count the *sampled* steps (item 7; :mod:`.windows`);
-* ``style_update_freq`` counts keyframes (item 4; :mod:`.reference`);
-* shape fusion always uses the anchor (item 5, as the paper); AdaIN defaults on at ``(0.8, 1)``
-  (item 6, the paper's and web UI's value);
-* features keyed by (step, branch, block), backend-independent attention (items 10, 11);
-* the target ``x̃`` is pre-multiplied by ``V_p`` and then weighted again by ``w = 0.5·V_p``
-  (item 13) — kept: it is the reference's tuned, softened inpainting;
-* VAE encodes use ComfyUI's posterior mode (item 12); decoded renders are clamped to [0,1] by
-  ComfyUI's VAE (the reference keeps unclamped floats);
+* windows count the *sampled* steps (:mod:`.windows`);
+* ``style_update_freq`` counts keyframes (:mod:`.reference`);
+* shape fusion always uses the anchor (as the paper); AdaIN defaults on at ``(0.8, 1)`` (the paper's
+  and web UI's value);
+* features keyed by (step, branch, block), backend-independent attention;
+* the target ``x̃`` is pre-multiplied by ``V_p`` and then weighted again by ``w = 0.5·V_p`` — kept:
+  it is the reference's tuned, softened inpainting;
+* VAE encodes use ComfyUI's posterior mode; decoded renders are clamped to [0,1] by ComfyUI's VAE
+  (the reference keeps unclamped floats);
 * pixel-fusion noise is seeded per step (:func:`~keyframe.fusion.step_noise`) instead of drawn from
   the global RNG, so a resumed pass 2 is bit-identical to a full one.
 """
@@ -369,7 +368,7 @@ def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, cont
 
 def _pixel_guide(adapter: ModelAdapter, plan: _Plan, rough: torch.Tensor
                  ) -> tuple[PixelGuide, torch.Tensor, torch.Tensor]:
-    """Fused reference image (Eq. 10) → ``x̃ = E*(Ĩ')·V_p``, ``w``, ``ρ`` (spec §2.4.2–2.4.5)."""
+    """Fused reference image (Eq. 10) → ``x̃ = E*(Ĩ')·V_p``, ``w``, ``ρ`` (``keyframe/ALGORITHM.md`` §6)."""
     reference, settings = plan.reference, plan.settings
     anchor_pair, previous_pair = plan.anchor_pair, plan.previous_pair
     rough = rough.float().cpu()

@@ -1,4 +1,4 @@
-"""DDIM(η=0) in σ-space with per-step hooks, SDEdit start and resume (``rerender_spec.md`` §2.0–2.1).
+"""DDIM(η=0) in σ-space with per-step hooks, SDEdit start and resume (``keyframe/ALGORITHM.md`` §1).
 
 With ``x^σ = x_t/√ᾱ_t`` (the space of k-diffusion and ComfyUI samplers, ``x = x̂0 + σ·ε``), the
 deterministic DDIM update is the Euler step
@@ -11,7 +11,7 @@ k-diffusion sampler function, so ComfyUI runs it through ``comfy.samplers.KSAMPL
 machinery (CFG, ControlNet, model patches, previews); outside ComfyUI any ``model(x, sigma)``
 returning x̂0 works.
 
-Reference parity (deliberate, §2.0 "important consequence"): ``ε̂`` is taken from the x̂0 *before*
+Reference parity (deliberate, ALGORITHM.md §1 and §10 item 9): ``ε̂`` is taken from the x̂0 *before*
 the cross-frame edits of that step (AdaIN, shape fusion), and the edited x̂0 enters the next latent
 through the first term only. The edits are made by ComfyUI's post-CFG hook, which hands the
 unedited x̂0 to the hooks object; :meth:`SamplerHooks.epsilon` returns ``ε̂`` from it. (ComfyUI's

@@ -3,13 +3,13 @@
 A window is a pair of fractions ``(start, end)`` of the number of steps ``S`` that are **actually
 sampled**. Step ``s`` runs from ``0`` (the first, noisiest sampled step) to ``S-1``.
 
-Rule (deliberate deviation from the reference, ``rerender_spec.md`` §2.1, §9 item 7): the reference
+Rule (deliberate deviation from the reference, ``keyframe/ALGORITHM.md`` §2, §10 item 1): the reference
 counts windows on the full 0…T DDIM grid even when the SDEdit start skips the first steps, so its
 shape-aware fusion window (steps 0–2) is a no-op for any denoise strength below 0.9. Here the
 windows count the steps the sampler really runs (ComfyUI's ``denoise`` samples exactly ``steps``
 steps over a shortened σ range), so every window means the same thing at every denoise strength.
 
-Inclusive / strict, as in the reference (``rerender_spec.md`` §2.11, §9 item 9):
+Inclusive / strict, as in the reference (``keyframe/ALGORITHM.md`` §2):
 
 * cross-frame attention, shape-aware fusion, AdaIN: **inclusive**, ``S·start ≤ s ≤ S·end``;
 * pixel-aware fusion: **strict**, ``S·start < s < S·end``.
@@ -84,7 +84,7 @@ WARP_PERIOD = StepWindow(0.0, 0.1)
 #: Pixel-aware latent fusion (``mask_period``, default ``(0.5, 0.8)``, strict, pass 2 only).
 MASK_PERIOD = StepWindow(0.5, 0.8, strict=True)
 #: Colour-aware AdaIN (``ada_period``; the paper's and web UI's ``(0.8, 1)``; the reference's JSON
-#: default ``(1, 1)`` switches it off, ``rerender_spec.md`` §9 item 6).
+#: default ``(1, 1)`` switches it off, ``keyframe/ALGORITHM.md`` §10 item 5).
 ADA_PERIOD = StepWindow(0.8, 1.0)
 
 

@@ -32,8 +32,8 @@ import torch
 
 #: Values sampled from each weight tensor.
 SAMPLES_PER_TENSOR = 256
-#: Tensors up to this many elements (embeddings, masks, LoRA matrices) are hashed in full (16 MB of fp32
-#: hashes in about 15 ms); larger ones by dtype, shape and a sample.
+#: Tensors up to this many elements (embeddings, masks, LoRA matrices; 16 MB of fp32) are hashed in full;
+#: larger ones by dtype, shape and a sample.
 FULL_TENSOR_LIMIT = 1 << 22
 #: How deep :func:`describe` follows nested objects.
 MAX_DEPTH = 6

@@ -22,7 +22,9 @@ from pathlib import Path
 from rerender_video.cli.comfy_run import ComfyClient, RunError, error_message
 
 PACK_ROOT = Path(__file__).resolve().parents[1]
-HARNESS = Path(os.environ.get("COMFYUI_HARNESS", "/work/shared/tools/comfyui_harness"))
+#: The random-weight model generator: ``$COMFYUI_HARNESS``, else ``../shared/tools/comfyui_harness`` next to
+#: the checkout.
+HARNESS = Path(os.environ.get("COMFYUI_HARNESS") or PACK_ROOT.parent / "shared" / "tools" / "comfyui_harness")
 #: Random-weight models (``make_tiny_sd15.py`` presets) and how to make each.
 MODEL_RECIPES = {
     ("checkpoints", "tiny_sd15_sd15layout_taesd.safetensors"):

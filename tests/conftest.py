@@ -27,6 +27,27 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RERENDER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
+#: ComfyUI's top-level modules the pack's adapters import (nodes/_comfy.py, nodes/_keyframe_adapter.py).
+COMFYUI_MODULES = ("folder_paths", "comfy")
+
+
+@pytest.fixture(autouse=True)
+def _outside_comfyui(request, monkeypatch):
+    """Unit tests run as outside ComfyUI even after an integration test imported ComfyUI in this process.
+
+    An integration test that puts the checkout on ``sys.path`` and imports ``comfy`` would otherwise
+    change what the nodes see (``folder_paths`` decides where models and inputs are, ``comfy.utils`` the
+    progress bar). The modules are hidden (``import`` raises ImportError) for the test and restored after.
+    """
+    if request.node.get_closest_marker("integration") is not None:
+        return
+    for name in list(sys.modules):
+        if name.split(".")[0] in COMFYUI_MODULES:
+            monkeypatch.setitem(sys.modules, name, None)
+    for name in COMFYUI_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
 @pytest.fixture(scope="session")
 def megamind_path() -> Path:
     """Path of the bundled Megamind.avi (720×528, 270 frames, 24000/1001 fps, AC3 audio)."""

@@ -7,8 +7,8 @@ Skips unless ``COMFYUI_ROOT`` names a ComfyUI checkout; run it with the Python o
 What it does: starts ComfyUI (``--cpu``) with ``--base-directory`` set to a temporary folder, so the
 pack and a small fixture pack are linked into *that* folder's ``custom_nodes`` (the checkout is not
 touched); random-weight SD1.5-layout checkpoint + ControlNet are reused from the checkout's
-``models/`` or made with the harness's ``make_tiny_sd15.py`` (``COMFYUI_HARNESS`` or
-``/work/shared/tools/comfyui_harness``). Then it queues API-format prompts over HTTP on two Megamind
+``models/`` or made with the harness's ``make_tiny_sd15.py`` (``COMFYUI_HARNESS``, else
+``../shared/tools/comfyui_harness`` beside the checkout). Then it queues API-format prompts over HTTP on two Megamind
 frames at 256×256: the anchor, a keyframe with every constraint, the same keyframe with each
 constraint switched off, with pass 2 run from scratch, and with ``rough_render="early"`` (resumed and
 from scratch); latents come back through core

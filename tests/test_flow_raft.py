@@ -1,8 +1,10 @@
 """RAFT backend: weight lookup and errors (always), the network itself (only where torchvision imports).
 
-The CPU test venv has no torchvision, so the network tests skip there; run them with ComfyUI's
-venv: ``/work/comfy/cvenv/bin/python -m pytest tests/test_flow_raft.py``. They use random weights
-(shapes, padding, file formats, caching), never downloaded ones.
+The CPU test venv has no torchvision, so the network tests skip there; run them with the Python of
+ComfyUI's venv: ``/path/to/comfy-venv/bin/python -m pytest tests/test_flow_raft.py``. They use random
+weights (shapes, padding, file formats, caching), never downloaded ones. The node test runs as outside
+ComfyUI (``models/optical_flow`` under the working folder) even after an integration test imported
+ComfyUI in the same process (conftest ``_outside_comfyui``).
 """
 
 from __future__ import annotations

@@ -370,7 +370,8 @@ class TestNodeInputs:
         assert names[names.index("use_cache") + 1] == "cross_start" and names[-1] == "pixel_fusion"
 
     def test_settings_pass_through(self):
-        settings = ConstraintSettings.from_inputs({**WIDGETS, "warp_start": 1.0, "warp_end": 0.0, "style_update_freq": 3})
+        settings = ConstraintSettings.from_inputs({**WIDGETS, "warp_start": 1.0, "warp_end": 0.0,
+                                                   "style_update_freq": 3})
         assert not settings.warp_period.enabled and settings.style_update_freq == 3
         assert settings.mask_period.strict
 

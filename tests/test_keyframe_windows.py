@@ -11,7 +11,7 @@ from rerender_video.keyframe.windows import (ADA_PERIOD, CROSS_PERIOD, MASK_PERI
 
 
 class TestDefaults:
-    """The documented schedule at 20 sampled steps (rerender_spec.md §2.11)."""
+    """The documented schedule at 20 sampled steps (keyframe/ALGORITHM.md §2)."""
 
     def test_cross_attention_every_step(self):
         assert CROSS_PERIOD.steps(20) == list(range(20))

@@ -74,7 +74,8 @@ class TestNodeWidgets:
                     assert kind == (list(one.choices) if one.choices else one.kind), name
 
     def test_both_keyframe_nodes_show_the_same_constraint_and_sampling_widgets(self, nodes):
-        sampler, renderer = widgets_of(nodes["RerenderCrossFrameSampler"]), widgets_of(nodes["RerenderKeyframeRenderer"])
+        sampler = widgets_of(nodes["RerenderCrossFrameSampler"])
+        renderer = widgets_of(nodes["RerenderKeyframeRenderer"])
         names = [*settings_of(ConstraintSettings), "steps", "cfg", "sampler_name", "scheduler", "denoise"]
         assert {name: sampler[name] for name in names} == {name: renderer[name] for name in names}
 
