@@ -48,22 +48,23 @@ def _help(setting: Setting) -> str:
     text = (setting.help or setting.tooltip).replace("%", "%%")
     if setting.kind != "BOOLEAN":
         return f"{text} (default: %(default)s)"
-    return f"switch off: {text}" if setting.default and not setting.help else text
+    return f"switch off: {text[:1].lower()}{text[1:]}" if setting.default and not setting.help else text
 
 
 def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, setting: Setting,
                flag: str | None = None, **override: Any) -> argparse.Action:
     """Add ``setting`` as an option of ``parser`` (``dest`` = its name); ``flag`` replaces the declared
     option string for this command, ``override`` any other ``add_argument`` keyword."""
+    flag = flag or setting.option
     options: dict[str, Any] = {"dest": setting.name, "default": setting.default, "help": _help(setting)}
     if setting.kind == "BOOLEAN":
         options["action"] = "store_false" if setting.default else "store_true"
     elif setting.choices is not None:
         options.update(type=str, choices=list(setting.choices))
     else:
-        options["type"] = _typed(setting)
+        options.update(type=_typed(setting), metavar=flag.lstrip("-").replace("-", "_").upper())
     options.update(override)
-    return parser.add_argument(flag or setting.option, **options)
+    return parser.add_argument(flag, **options)
 
 
 def add_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, settings: Iterable[Setting],

@@ -1,4 +1,4 @@
-"""Shared helpers of the pack: errors, input checks, the disk cache, memory checks.
+"""Shared helpers of the pack: errors, input checks, setting declarations, the disk cache, memory checks.
 
 Nothing here imports ComfyUI; everything works on plain Python, NumPy and torch objects.
 """

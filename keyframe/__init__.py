@@ -14,7 +14,13 @@ Modules:
 * :mod:`.sampler`     the DDIM(η=0) σ-space loop with per-step hooks and resume;
 * :mod:`.constraints` one sampling pass's hooks (attention patch, post-CFG x̂0 edit, pixel fusion);
 * :mod:`.reference`   the REFERENCE state carried from keyframe to keyframe;
-* :mod:`.render`      one keyframe: pass 1 → fused image → ``E*`` → pass 2 (resumed).
+* :mod:`.settings`    the settings of the keyframe stage (sampling, constraints, ``E*``), declared once;
+* :mod:`.plan`        what a keyframe reads and runs (steps, flow pairs), and the FLOW check;
+* :mod:`.render`      one keyframe: pass 1 → fused image → ``E*`` → pass 2 (resumed);
+* :mod:`.loop`        every keyframe in order, with the REFERENCE hand-over and the disk cache.
+
+The method as implemented, with the paper's sections and the deliberate differences from the
+reference code: ``keyframe/ALGORITHM.md``.
 
 Latent space: every latent here is in the *model's* space, the space ComfyUI's samplers work in
 (``LATENT["samples"]`` after ``latent_format.process_in``, i.e. raw VAE latent × 0.18215 for SD1.5),
