@@ -173,8 +173,8 @@ def bench_size(size: int) -> None:
 
 def torch_prototype() -> None:
     """Vectorised torch patch distance for 12 candidates per pixel (one PatchMatch pass) vs the numba pass."""
-    from rerender_video.propagation.backend import LevelSpec
-    from rerender_video.propagation.cpu_backend import CpuBackend, NnfInit
+    from rerender_video.propagation.backends.level import LevelSpec, NnfStart
+    from rerender_video.propagation.backends.select import get_backend
 
     numba.set_num_threads(1)
     torch.set_num_threads(1)
@@ -183,7 +183,11 @@ def torch_prototype() -> None:
     channels, p, candidates = 9, 5, 12
     source = gen.integers(0, 2000, (h, w, channels)).astype(np.int16)
     target = gen.integers(0, 2000, (h, w, channels)).astype(np.int16)
-    nnf = NnfInit.random_nnf((h, w), (h, w), 2, 1)
+    engine = get_backend("cpu")
+    spec = LevelSpec(patch_size=p, style_channels=3, occupancy_multiplier=0, change_threshold=0,
+                     weighted_vote=False, vote_error_scale=0.0, random_radii=(256, 128, 64, 32, 16, 8, 4, 2, 1),
+                     level=0)
+    state = engine.prepare_level(spec, source, target, NnfStart.random(1))
 
     src = torch.from_numpy(source.astype(np.float32)).permute(2, 0, 1)[None]
     tgt = torch.from_numpy(target.astype(np.float32)).permute(2, 0, 1)[None]
@@ -199,11 +203,6 @@ def torch_prototype() -> None:
     torch_seconds = time.perf_counter() - start
     temporaries_mb = 3 * src_patches.numel() * 4 / 2 ** 20
 
-    engine = CpuBackend()
-    spec = LevelSpec(patch_size=p, style_channels=3, occupancy_multiplier=0, change_threshold=0,
-                     weighted_vote=False, vote_error_scale=0.0, random_radii=(256, 128, 64, 32, 16, 8, 4, 2, 1),
-                     level=0)
-    state = engine.prepare_level(spec, source, target, nnf)
     engine.vote(state, initial=True, update_mask=False)
     engine.patch_error(state, all_pixels=True)
     engine.occupancy(state)

@@ -24,7 +24,7 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``propagate`` command."""
     from ..flow.dis import DEFAULT_PRESET, PRESETS
-    from ..kernels.select import CHOICES as BACKEND_CHOICES
+    from ..propagation.backends.select import CHOICES as BACKEND_CHOICES
     from ..propagation.guides import GuideWeights
     from ..propagation.params import SynthesisParams
     from ..propagation.sequence import DIRECTION_MODES

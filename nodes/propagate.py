@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..common.checks import check_image_batch
 from ..common.keyframes import Keyframes, from_indices, resolve
-from ..kernels.select import CHOICES as BACKEND_CHOICES
+from ..propagation.backends.select import CHOICES as BACKEND_CHOICES
 from ..propagation.guides import GuideWeights
 from ..propagation.keyframe_files import load_keyframe_folder
 from ..propagation.params import SynthesisParams

@@ -52,7 +52,7 @@ from ..common.checks import check_image_batch, check_same_size
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes
 from ..flow.types import FlowPairs
-from ..kernels.select import choose_backend
+from .backends.select import choose_backend
 from .guides import (INPAINT_RADIUS, GuideWeights, advect_nnf, coordinate_grid, edge_image, identity_nnf,
                      warp_into)
 from .params import SynthesisParams
