@@ -1,11 +1,11 @@
 """Guided patch-based synthesis of one frame from a stylized keyframe (EbSynth; Jamriška et al. 2019).
 
-This is the propagation step of Rerender-A-Video §4.2 (rerender_spec.md §4.2–4.3): a multiscale texture
+This is the propagation step of Rerender-A-Video §4.2 (propagation/ALGORITHM.md §13–16): a multiscale texture
 optimisation that alternates a PatchMatch nearest-neighbour-field (NNF) search with a vote, coarse to fine.
 The cost of matching the target patch at ``t`` with the source patch at ``s`` is the weighted SSD over the
 style channels (current estimate of the target vs. the keyframe) and over every guide pair, plus the
 uniformity (occupancy) penalty ``λ·occ(s)`` that keeps the keyframe's texture from being re-used in a few
-places (ebsynth_spec.md §1.4–1.6).
+places (Jamriška et al. 2019 §3; ALGORITHM.md §4, §6.1).
 
 The exact algorithm — the integer patch representation, every pass, the random generator, tie-breaking,
 border and rounding rules — is specified in ``propagation/ALGORITHM.md``; every backend follows it bit for

@@ -1,6 +1,6 @@
 """Video propagation of stylized keyframes: the per-frame-filter protocol, the two-sided blend, nodes, cache, errors.
 
-Protocol (EbSynth anchor, ``ebsynth_spec.md`` §5.2, applied to a whole chain): a deterministic per-frame
+Protocol (EbSynth anchor, propagation/ALGORITHM.md §18, applied to a whole chain): a deterministic per-frame
 "style" ``f`` (``cv2.stylization`` + posterisation to 8 levels) gives exact ground truth for every frame.
 ``f(frame 0)`` is propagated forward to frames 1–10 and ``f(frame 10)`` backward to frames 9–0 with
 Rerender's guides and schedule (patch 5, 12 × 6); each result is scored against ``f(frame d)``.
