@@ -83,20 +83,6 @@ def _gather_target_patch(tgt, ht, wt, c, p, x, y, out):
                 k += 1
 
 
-@njit(inline="always", **_JIT)
-def _try_candidate(tbuf, toff, tstride, source, src_w, c, p, occ, qx, qy, best, e, cx, cy):
-    """§6: the candidate (qx, qy) replaces the current match iff its error + occupancy cost is strictly
-    smaller; returns (best, e, cx, cy) after it. Skipped without an SSD when its cost alone cannot win."""
-    oc = occ[qy, qx]
-    if oc >= best:
-        return best, e, cx, cy
-    r = p // 2
-    ee = _ssd(tbuf, toff, tstride, source, ((qy - r) * src_w + (qx - r)) * c, src_w * c, p * c, p, oc, best)
-    if np.int64(ee) + oc < best:
-        return np.int64(ee) + oc, ee, qx, qy
-    return best, e, cx, cy
-
-
 # ---------------------------------------------------------------------------------------------------- NNF init
 @njit(**_PJIT)
 def nnf_random(nnf, ht, wt, src_h, src_w, r, key):
@@ -240,6 +226,7 @@ def pm_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, a
     target = tgt.reshape(tgt.size)
     r = p // 2
     rowlen = p * c
+    sstride = src_w * c
     xmin = r
     xmax = src_w - 1 - r
     ymin = r
@@ -282,8 +269,16 @@ def pm_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, a
                     qy = nnf_in[ny, nx, 1] - dy
                     if qx < xmin or qx > xmax or qy < ymin or qy > ymax or (qx == cx and qy == cy):
                         continue
-                    best, e, cx, cy = _try_candidate(tbuf, toff, tstride, source, src_w, c, p, occ, qx, qy,
-                                                     best, e, cx, cy)
+                    oc = occ[qy, qx]
+                    if oc >= best:
+                        continue
+                    ee = _ssd(tbuf, toff, tstride, source, ((qy - r) * src_w + (qx - r)) * c, sstride,
+                              rowlen, p, oc, best)
+                    if np.int64(ee) + oc < best:
+                        best = np.int64(ee) + oc
+                        e = ee
+                        cx = qx
+                        cy = qy
             # §6.3 random search around the current best, radii largest first
             if n_radii > 0:
                 kp = pcg_hash(key ^ (y * wt + x))
@@ -297,8 +292,16 @@ def pm_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, a
                     qy = loy + ((pcg_hash(kp ^ (2 * i + 1)) * (hiy - loy + 1)) >> 32)
                     if qx == cx and qy == cy:
                         continue
-                    best, e, cx, cy = _try_candidate(tbuf, toff, tstride, source, src_w, c, p, occ, qx, qy,
-                                                     best, e, cx, cy)
+                    oc = occ[qy, qx]
+                    if oc >= best:
+                        continue
+                    ee = _ssd(tbuf, toff, tstride, source, ((qy - r) * src_w + (qx - r)) * c, sstride,
+                              rowlen, p, oc, best)
+                    if np.int64(ee) + oc < best:
+                        best = np.int64(ee) + oc
+                        e = ee
+                        cx = qx
+                        cy = qy
             nnf_out[y, x, 0] = cx
             nnf_out[y, x, 1] = cy
             err[y, x] = e
