@@ -279,7 +279,8 @@ def pm_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, a
                         e = ee
                         cx = qx
                         cy = qy
-            # §6.3 random search around the current best, radii largest first
+            # §6.3 random search around the current best, radii largest first (the candidate test is written
+            # out twice, as in the CUDA kernel: an inline helper returning a tuple measured 8 % slower)
             if n_radii > 0:
                 kp = pcg_hash(key ^ (y * wt + x))
                 for i in range(n_radii):
