@@ -21,6 +21,8 @@ def load_pack() -> ModuleType:
 
     The package's ``__init__.py`` (node registration) is not run, so algorithm modules import
     without loading every node; ``import rerender_video.nodes`` registers the nodes when needed.
+    Loading also asks for sleeping idle OpenMP threads when no OpenMP runtime has started yet
+    (:func:`rerender_video.common.threads.sleep_idle_openmp_threads`).
     """
     if PACKAGE_NAME in sys.modules:
         return sys.modules[PACKAGE_NAME]
@@ -29,6 +31,9 @@ def load_pack() -> ModuleType:
     package.__file__ = str(PACK_ROOT / "__init__.py")
     package.__package__ = PACKAGE_NAME
     sys.modules[PACKAGE_NAME] = package
+    from rerender_video.common.threads import sleep_idle_openmp_threads  # noqa: E402  (needs the package)
+
+    sleep_idle_openmp_threads()     # before torch is imported: idle OpenMP threads sleep (common/threads.py)
     return package
 
 

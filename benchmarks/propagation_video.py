@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Video propagation speed and quality: temporal NNF initialisation on/off, blend cost (prints, no asserts).
 
-Protocol (EbSynth anchor, ``ebsynth_spec.md`` §5.2, over a whole chain): Megamind frames 1–11 (one shot),
+Protocol (EbSynth anchor, propagation/ALGORITHM.md §18, over a whole chain): Megamind frames 1–11 (one shot),
 resized to each ``--widths`` entry; a deterministic per-frame "style" ``f`` (cv2.stylization + 8-level
 posterisation) gives ground truth for every frame; ``f(frame 0)`` is propagated forward to frames 1–10 with
 Rerender's guides (colour 6, edge 0.5, positional 2, temporal 0.5) and schedule (p 5, 12 × 6), by

@@ -1,6 +1,6 @@
 """Keyframe selection shared by flow, propagation and the keyframe renderer: the KEYFRAMES object.
 
-Rules (Rerender §4; ``rerender_spec.md`` §1.3):
+Rules (Rerender §4; propagation/ALGORITHM.md §13):
 
 * **uniform**: every ``interval``-th frame starting at frame 0 (``0, K, 2K, …``). Frame 0 is the
   *anchor*. Frames after the last keyframe are propagated forward only; no extra keyframe is forced

@@ -2,10 +2,8 @@
 
 ``cv2.DISOpticalFlow`` works on grayscale uint8 frames (BT.601 luma of the RGB frame). Each pair
 takes two ``calc`` calls, ``i → j`` and ``j → i``. Pairs run on a thread pool, one DIS instance
-per thread (OpenCV releases the GIL). On an idle 2-core machine the pool took 31 ms per pair
-(both directions, MEDIUM, 512×512) against 42 ms for one thread relying on OpenCV's own threads
-(47 against 54 ms at 720×528); both spend about 60 ms of CPU per pair at 512×512, so OpenCV's
-threads leave a core partly idle (``benchmarks/flow.py``).
+per thread (OpenCV releases the GIL): OpenCV's own threads leave a core partly idle on a DIS pair,
+a pool of whole pairs does not (``python benchmarks/flow.py`` prints both; figures in the README).
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ where it lands, :math:`\hat w_b(x) = w_b(x + w_f(x))`, is **occluded** (no relia
 
 or when its target :math:`x + w_f(x)` lies outside the frame. This is the paper's **squared** form
 (also UnFlow's); Rerender's reference code drops the squares and measures the magnitudes at the
-same pixel (``rerender_spec.md`` §3.4). The squared form tolerates about 0.7 px of round-trip
+same pixel (propagation/ALGORITHM.md §14). The squared form tolerates about 0.7 px of round-trip
 error for small motions and grows with the motion (about 2.9 px at 20 px), which suits DIS, whose
 error grows with the motion too. The same check run with the roles swapped gives the mask of the
 second frame.
 
-Masks are float32, 1 = occluded / unreliable, 0 = reliable (``rerender_spec.md`` §0).
+Masks are float32, 1 = occluded / unreliable, 0 = reliable (propagation/ALGORITHM.md §14).
 """
 
 from __future__ import annotations

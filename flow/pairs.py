@@ -1,7 +1,7 @@
 """Which frame pairs get an optical flow: the pair modes of Rerender Estimate Flow.
 
 Each pair ``(source, target)`` stores both directions (:class:`flow.types.FlowPairs`), so a pair
-serves warping either way. The modes (Rerender §4, ``rerender_spec.md`` §3.6):
+serves warping either way. The modes (Rerender §4; propagation/ALGORITHM.md §14):
 
 * ``consecutive``: ``(i, i+1)`` for every ``i`` — what propagation needs to chain frame to frame
   (``N-1`` pairs for ``N`` frames).

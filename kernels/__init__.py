@@ -1,14 +1,16 @@
-"""CUDA kernels of the patch-matching synthesis: one CUDA C source, run on the GPU with CuPy or on the CPU.
+"""CUDA kernels of the patch-matching synthesis: one CUDA C source and the runtimes that launch it.
 
-* ``propagation.cu`` — the kernels, pass for pass the numba reference (propagation/cpu_backend.py,
-  propagation/ALGORITHM.md), bit-identical to it; ``host_shim.h`` lets the host C++ compiler build them.
+* ``propagation.cu`` — the kernels, one per data-parallel pass of propagation/ALGORITHM.md, each with a numba
+  twin of the same name (propagation/backends/cpu_kernels.py; the pass table is
+  propagation/backends/passes.py); ``host_shim.h`` lets the host C++ compiler build them.
 * :mod:`.source` — the source, its hash, compiler options, parsed kernel signatures (argument marshalling).
-* :mod:`.kernel_backend` — the synthesis backend on top of a runtime; ``HostBackend`` (``"host"``) runs the
-  kernels through :mod:`.host_build` (g++ + ctypes), what CI compares with the CPU backend.
-* :mod:`.cuda_backend` — ``CudaBackend`` (``"cuda"``): NVRTC via ``cupy.RawModule``, torch CUDA tensors,
-  torch's current stream.
+* :mod:`.runtime` — memory and launches: ``HostRuntime`` runs the kernels through :mod:`.host_build` (g++ +
+  ctypes), what CI compares with the numba twins; the kernels' size and float limits.
+* :mod:`.cuda_runtime` — ``CudaRuntime``: NVRTC via ``cupy.RawModule``, torch CUDA tensors, torch's current
+  stream.
 * :mod:`.cupy_loader` — optional CuPy: lazy import, CUDA-version match with torch, NVRTC check, install advice.
-* :mod:`.select` — ``choose_backend("auto" | "cuda" | "cpu")`` → the backend that runs and why.
 
-Importing this package imports neither CuPy nor a compiler; nothing is built until a backend is asked for.
+The synthesis backend that drives these runtimes, and the choice between them, live in
+``propagation/backends/``; nothing here imports the propagation package. Importing this package imports
+neither CuPy nor a compiler; nothing is built until a runtime is made.
 """

@@ -1,6 +1,7 @@
 """Optional CuPy: import it lazily, check it matches torch's CUDA, compile the kernels with NVRTC once.
 
-CuPy is an optional accelerator (ecosystem.md §F "CuPy pain"): ComfyUI ships torch built for CUDA 12 or CUDA
+CuPy is an optional accelerator, and a CuPy that does not match torch's CUDA is a frequent way for ComfyUI node
+packs to break an install: ComfyUI ships torch built for CUDA 12 or CUDA
 13, and a CuPy wheel is built for one CUDA major version (``cupy-cuda12x`` / ``cupy-cuda13x``), so the pack
 pins neither. Nothing here runs at import time; :func:`cupy_status` imports CuPy only when asked (the GPU
 backend is requested or auto-selected on a machine with a CUDA device), and every failure becomes a

@@ -6,8 +6,9 @@ float32 weighted vote matches NVRTC's ``--fmad=false``) into a ``.so`` cached un
 ``$RERENDER_KERNEL_CACHE`` (default: ``<tempdir>/rerender_video_kernels``) keyed by the hash of the source,
 the shim, the compiler's version and the flags. The library is built at first use (a few seconds) and
 loaded once per process. Launches run on the calling thread (blocks in order, threads of a block one after
-another): thousands of small launches per frame make a thread pool a loss on shared 2-core machines, and an
-OpenMP pool that spins between launches was measured 5-8× slower there.
+another): it exists to check the kernels' logic, and thousands of small launches per frame would make a
+thread pool mostly wait (an OpenMP pool whose idle threads spin between launches was much slower on a shared
+2-core machine, the same effect common/threads.py describes for numba).
 
 The launchers are generated from the parsed kernel signatures (:mod:`.source`): one ``extern "C"`` function
 ``host_<kernel>(gx, gy, gz, bx, by, bz, params...)`` per kernel.

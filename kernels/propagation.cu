@@ -1,11 +1,12 @@
-// Patch-matching kernels of the guided synthesis (propagation/ALGORITHM.md), one kernel per data-parallel pass
-// of propagation/cpu_backend.py, bit-identical to it.
+// Patch-matching kernels of the guided synthesis (propagation/ALGORITHM.md), one kernel per data-parallel pass.
+// Each kernel has a numba twin of the same name and parameter list in propagation/backends/cpu_kernels.py, and
+// propagation/backends/passes.py maps every pass of ALGORITHM.md to both; the two are bit-identical.
 //
 // One source, three compilers:
-//   * NVRTC at run time (kernels/cuda_backend.py through cupy.RawModule, options NVRTC_OPTIONS: --fmad=false);
+//   * NVRTC at run time (kernels/cuda_runtime.py through cupy.RawModule, options NVRTC_OPTIONS: --fmad=false);
 //   * nvcc -ptx in CI (a syntax error fails CI even without a GPU);
 //   * the host C++ compiler through kernels/host_shim.h (kernels/host_build.py), so CI runs these very kernels
-//     on the CPU and compares them with the numba reference.
+//     on the CPU and compares them with their numba twins.
 // Hence: no #include (NVRTC has no system headers), no shared memory and no __syncthreads (the host shim runs
 // the threads of a block one after another), integer arithmetic everywhere except the weighted vote (float32 in
 // a fixed order, no FMA contraction), every pass Jacobi (reads one buffer, writes another or only its own

@@ -8,8 +8,8 @@ Modules (import them directly; this package imports nothing heavy on purpose):
   target image from a stylized keyframe (the EbSynth step), with :class:`~.synthesis.Guide` and
   :class:`~.synthesis.SynthesisResult`.
 * :mod:`.pyramid` — the anti-aliased image pyramid and level sizes.
-* :mod:`.backend` — the per-level operations interface and :func:`~.backend.get_backend`.
-* :mod:`.cpu_backend` — the numba CPU backend (deterministic, thread-count independent).
+* :mod:`.backends` — the synthesis backends: the per-level passes on a numba (CPU) or CUDA runtime, the pass
+  table, and :func:`~.backends.select.get_backend` (deterministic, thread-count independent, bit-identical).
 * ``ALGORITHM.md`` — the exact algorithm (every pass, RNG, tie-break, border and rounding rule) that every
   backend follows bit for bit.
 

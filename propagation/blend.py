@@ -1,4 +1,4 @@
-"""Temporal-aware blending of the forward and backward candidates (Rerender §4.2.1, spec §4.4–4.6).
+"""Temporal-aware blending of the forward and backward candidates (Rerender §4.2; ALGORITHM.md §17).
 
 For a frame ``n = a + d`` between keyframes ``a`` and ``b = a + L`` (``0 < d < L``) there are two
 stylized candidates: ``P_f`` propagated forward from ``a`` and ``P_b`` backward from ``b``, each with
@@ -10,7 +10,7 @@ a per-pixel NNF error ``E_f``, ``E_b``. Per frame:
 
    *Choice of the time weights.* The reference uses ``w = (d − 1)/(K − 1)``, which is 0 on the first
    frame (that frame is 100 % forward whatever the errors) and never reaches 1 (the last frame is
-   never 100 % backward) — spec §9 item 15. ``t = d / L`` is symmetric: frame ``a + d`` treats the
+   never 100 % backward) (ALGORITHM.md §17). ``t = d / L`` is symmetric: frame ``a + d`` treats the
    forward candidate exactly as frame ``b − d`` treats the backward one, both candidates compete on
    every frame, and the midpoint compares plain errors. It also handles segments of any length.
 
@@ -22,14 +22,14 @@ a per-pixel NNF error ``E_f``, ``E_b``. Per frame:
 
 3. **Min-error composite** ``C = P_f where S = 0, P_b where S = 1``.
 
-4. **Histogram-preserving blend** (spec §4.5) in CIE Lab (OpenCV float conversion, values on the
+4. **Histogram-preserving blend** (ALGORITHM.md §17.4) in CIE Lab (OpenCV float conversion, values on the
    8-bit Lab scale: L ×255/100, a and b +128): per channel, standardise both candidates
    (``z = (x − μ)/σ``), mix ``m = (1 − t)·z_f + t·z_b``, and give ``m`` the mean and standard deviation
    of ``C``. A linear mix of two images loses contrast (its std is below both); re-imposing the
    composite's statistics restores it (Gaussian form of the Heitz–Neyret histogram-preserving blend).
    Channels with σ = 0 standardise to 0; if the mix itself is flat the composite's channel is used.
 
-5. **Optional screened Poisson** (spec §4.6, :mod:`propagation.poisson`, off by default as in the
+5. **Optional screened Poisson** (ALGORITHM.md §17.5, :mod:`propagation.poisson`, off by default as in the
    paper): the result's gradients follow the selected candidate's, the values the histogram blend.
 
 Keyframes are output exactly as given (the stylized keyframe tensor values). Frames with a candidate
@@ -131,7 +131,7 @@ def _standardise(channel: np.ndarray) -> np.ndarray:
 
 def histogram_blend(forward_lab: np.ndarray, backward_lab: np.ndarray, composite_lab: np.ndarray,
                     backward_weight: float) -> np.ndarray:
-    """Histogram-preserving blend of two Lab images with the statistics of the composite (spec §4.5).
+    """Histogram-preserving blend of two Lab images with the statistics of the composite (ALGORITHM.md §17.4).
 
     Args:
         forward_lab: ``[H,W,3]`` forward candidate in Lab (any consistent scale).

@@ -2,8 +2,8 @@
 
 EbSynth transfers the keyframe's style to a target frame by matching patches of *guide* images:
 each guide is a pair (image of the keyframe, image of the target frame) that should look alike
-where the style should be copied. Rerender-A-Video uses four (``rerender_spec.md`` §4.2,
-``ebsynth_spec.md`` §2.1), with these default weights:
+where the style should be copied. Rerender-A-Video uses four (paper §4.2; the weights of the authors'
+configuration, propagation/ALGORITHM.md §15):
 
 ============  ======  =====================================================================
 guide         weight  source (keyframe) → target (frame ``j``)
@@ -25,9 +25,8 @@ Choices made here (and why they differ from the reference where they do):
   ≈ 3 px steps on a 720 px frame).
 * **Occluded pixels** (occlusion mask of the pair = 1) are filled with OpenCV's Telea inpainting
   with a **5 px radius** (the reference uses 30 px). Telea's fast marching fills every hole
-  whatever the radius; the radius only sets the neighbourhood averaged per filled pixel, and
-  r = 30 costs ≈ 25× more (0.20 s vs 0.009 s per channel at 720×528 with 3 % occluded, measured
-  on a shared 2-core machine) while blurring the fill more. Channels are inpainted as uint16
+  whatever the radius; the radius only sets the neighbourhood averaged per filled pixel, so a large
+  radius costs time that grows with its area and blurs the fill more. Channels are inpainted as uint16
   (OpenCV's float32 Telea path returns values outside the input range).
 * The positional guide keeps the reference's three-channel layout ``(x/(W-1), y/(H-1), 0)`` so
   that its weight splits over three channels exactly as in the reference (2 → 2/3 per channel).
@@ -57,7 +56,7 @@ INPAINT_RADIUS = 5
 
 @dataclass(frozen=True)
 class GuideWeights:
-    """Weights of the four guides (Rerender defaults, ``rerender_spec.md`` §4.2).
+    """Weights of the four guides (Rerender's defaults, propagation/ALGORITHM.md §15).
 
     Each weight is split evenly over its guide's channels by the synthesis; 0 drops the guide. Each
     field declares its setting (input name ``<guide>_weight``, range, tooltip) for the node and the CLI.

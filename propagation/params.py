@@ -1,6 +1,6 @@
 """Parameters of one guided synthesis (EbSynth's knobs, Rerender's defaults).
 
-Source: ebsynth_spec.md §1.2 (defaults), rerender_spec.md §4.3 (Rerender's 12 × 6 schedule).
+Source: propagation/ALGORITHM.md §16 (EbSynth's defaults, Rerender's 12 × 6 schedule; paper §4.2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-r"""Screened Poisson gradient blending of two propagated candidates (Rerender §4.2, spec §4.6).
+r"""Screened Poisson gradient blending of two propagated candidates (Rerender §4.2; ALGORITHM.md §17.5).
 
 Per Lab channel (8-bit Lab scale: L in 0–255, a/b offset by 128) it solves
 
@@ -21,8 +21,8 @@ Solver: with the last row/column of ``G`` zero, ``G_yᵀG_y + G_xᵀG_x`` is the
 Neumann boundaries, which the orthonormal type-II DCT diagonalises (eigenvalues
 ``2 − 2cos(πk/H) + 2 − 2cos(πl/W)``). The normal equations
 ``(I + λ²L) x = h + λ²(G_yᵀg_y + G_xᵀg_x)`` are therefore solved *exactly* by one forward and one
-inverse DCT (:mod:`scipy.fft`), O(N log N): ≈ 10 ms per channel at 720×528, against seconds for the
-reference's sparse LSQR. ``tests/test_blend.py`` checks it against a sparse direct solve
+inverse DCT (:mod:`scipy.fft`), O(N log N), instead of the reference's iterative sparse least squares (the
+cost per frame is in the README, from ``benchmarks/propagation_video.py``). ``tests/test_blend.py`` checks it against a sparse direct solve
 (:func:`scipy.sparse.linalg.spsolve`) of the same system.
 """
 
@@ -91,7 +91,7 @@ def screened_poisson(data: np.ndarray, g_y: np.ndarray, g_x: np.ndarray, weight:
 def poisson_blend(histogram_lab: np.ndarray, forward_lab: np.ndarray, backward_lab: np.ndarray,
                   selection: np.ndarray, weights: tuple[float, float, float] = GRADIENT_WEIGHTS,
                   clip: float | None = None) -> np.ndarray:
-    """Screened Poisson fusion of the selected gradients with the histogram blend (spec §4.6).
+    """Screened Poisson fusion of the selected gradients with the histogram blend (ALGORITHM.md §17.5).
 
     Args:
         histogram_lab: ``[H,W,3]`` the data term ``h`` (histogram-preserving blend), 8-bit Lab scale.

@@ -1,6 +1,6 @@
 """Image pyramid of the synthesis: level count, level sizes and the 2×2 box reduction.
 
-EbSynth (ebsynth_spec.md §1.3) uses the most levels whose coarsest smaller side is still ``>= 2p+1`` and
+EbSynth (propagation/ALGORITHM.md §16) uses the most levels whose coarsest smaller side is still ``>= 2p+1`` and
 builds every coarse level by one aliasing bilinear tap from the finest level. Here the level sizes follow the
 same rule (``floor(size / 2^k)``, so sizes match EbSynth's), but each level is the 2×2 box average of the next
 finer one (an anti-aliased mipmap; an odd last row/column is dropped, so a coarse pixel ``(x, y)`` covers

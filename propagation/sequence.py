@@ -1,4 +1,4 @@
-"""Propagate stylized keyframes through a video, forward and backward (Rerender §4.2, spec §4.1–4.3).
+"""Propagate stylized keyframes through a video, forward and backward (Rerender §4.2; ALGORITHM.md §13).
 
 Every keyframe ``k`` is carried along two *chains*: forward to the frames ``k+1 …`` up to the next
 keyframe, backward to the frames ``k−1 …`` down to the previous keyframe. Frames before the first
@@ -13,21 +13,9 @@ consecutive optical flow.
 frame ``j−1``'s final NNF advected by the flow (:func:`~propagation.guides.advect_nnf`; for the first
 frame, the identity advected from the keyframe), and the synthesis then runs only the finest
 ``SynthesisParams.initial_nnf_levels`` pyramid level(s) (default 1) instead of the whole coarse-to-fine
-pyramid. Measured with ``benchmarks/propagation_video.py`` (Megamind frames 1–11, keyframe → 10 frames, default
-schedule, one thread, shared 2-core VM), CPU seconds per frame and mean PSNR / SSIM against the per-frame
-filter over gaps 1–10:
-
-==========  ==================================  ==================================
-size        init on                             init off
-==========  ==================================  ==================================
-256×184     0.32 s, 30.23 dB / 0.9442           0.41 s, 30.30 dB / 0.9445
-360×264     0.82 s, 30.66 dB / 0.9389           1.00 s, 30.77 dB / 0.9394
-720×528     4.28 s, 30.94 dB / 0.9351           5.59 s, 30.98 dB / 0.9348
-==========  ==================================  ==================================
-
-i.e. 18–23 % less work for ≤ 0.11 dB PSNR and ≤ 0.0005 SSIM, and steadier frames (mean change between
-consecutive outputs after motion compensation 0.76 vs 0.79, 0.68 vs 0.71 and 0.43 vs 0.53 8-bit units).
-With ``initial_nnf_levels = 2`` the quality is the same as without initialisation and so is the time.
+pyramid (ALGORITHM.md §13): about a fifth less work for a tenth of a dB and steadier frames; with
+``initial_nnf_levels = 2`` the quality and the time are those without initialisation (figures in the README,
+``python benchmarks/propagation_video.py``).
 
 Caching: each finished chain is stored in a content-keyed cache entry (namespace ``propagation``)
 keyed by everything it depends on (stylized keyframe, the frames, the flows along the chain, the
@@ -52,7 +40,7 @@ from ..common.checks import check_image_batch, check_same_size
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes
 from ..flow.types import FlowPairs
-from ..kernels.select import choose_backend
+from .backends.select import choose_backend
 from .guides import (INPAINT_RADIUS, GuideWeights, advect_nnf, coordinate_grid, edge_image, identity_nnf,
                      warp_into)
 from .params import SynthesisParams

@@ -10,7 +10,7 @@ Keyframes nodes and the ``propagate`` command generate their widgets and options
 from __future__ import annotations
 
 from ..common.settings import Setting, declare, settings_of
-from ..kernels.select import CHOICES as BACKEND_CHOICES
+from .backends.select import CHOICES as BACKEND_CHOICES
 from .guides import GuideWeights
 from .params import SynthesisParams
 from .poisson import GRADIENT_WEIGHTS

@@ -1,15 +1,15 @@
 """Guided patch-based synthesis of one frame from a stylized keyframe (EbSynth; Jamriška et al. 2019).
 
-This is the propagation step of Rerender-A-Video §4.2 (rerender_spec.md §4.2–4.3): a multiscale texture
+This is the propagation step of Rerender-A-Video §4.2 (propagation/ALGORITHM.md §13–16): a multiscale texture
 optimisation that alternates a PatchMatch nearest-neighbour-field (NNF) search with a vote, coarse to fine.
 The cost of matching the target patch at ``t`` with the source patch at ``s`` is the weighted SSD over the
 style channels (current estimate of the target vs. the keyframe) and over every guide pair, plus the
 uniformity (occupancy) penalty ``λ·occ(s)`` that keeps the keyframe's texture from being re-used in a few
-places (ebsynth_spec.md §1.4–1.6).
+places (Jamriška et al. 2019 §3; ALGORITHM.md §4, §6.1).
 
 The exact algorithm — the integer patch representation, every pass, the random generator, tie-breaking,
 border and rounding rules — is specified in ``propagation/ALGORITHM.md``; every backend follows it bit for
-bit. The level loop below runs on the host and calls the backend (:mod:`.backend`) once per pass.
+bit. The level loop below runs on the host and calls the backend (:mod:`.backends.backend`) once per pass.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ import torch
 
 from ..common.errors import input_error
 from . import pyramid
-from .backend import Backend, LevelSpec, LevelState, get_backend
+from .backends.backend import Backend
+from .backends.level import LevelSpec, LevelState, NnfStart
+from .backends.passes import pass_key
+from .backends.select import get_backend
 from .params import SynthesisParams
 
 #: Propagation step per PatchMatch iteration (cycled): jump-flood order 4, 2, 1 (ALGORITHM.md §6.2).
@@ -97,7 +100,7 @@ def synthesize(style: torch.Tensor, guides: Sequence[Guide], params: SynthesisPa
             run starts from this NNF (reduced to that level, ALGORITHM.md §5.3; entries are clamped to the
             valid centre range) instead of from the random coarsest-level NNF upsampled level by level.
             Everything else (schedule, freezing, search) is unchanged.
-        backend: ``"auto"`` or ``"cpu"`` (see :func:`~.backend.get_backend`).
+        backend: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"host"`` (see :func:`~.backends.select.get_backend`).
         style_weight: total weight of the style channels (> 0), split evenly over them (EbSynth: 1).
         progress: optional callback ``progress(done)`` called after every search–vote iteration; ``done``
             counts them up to :func:`progress_total` (it jumps when a level stops early because every pixel
@@ -133,16 +136,14 @@ def synthesize(style: torch.Tensor, guides: Sequence[Guide], params: SynthesisPa
     target_pyr = pyramid.build(target, levels)
 
     ticker = _Ticker(progress)
-    nnf = None
     state = None
     for level in range(first, levels):
         src_q, tgt_q = _quantise(source_pyr[level], packing), _quantise(target_pyr[level], packing)
         spec = _level_spec(params, packing, level, src_q.shape[:2], tgt_q.shape[:2], params.patch_size,
                            params.uniformity, freeze=level >= levels - params.freeze_levels)
-        nnf = _start_nnf(level, first, levels, nnf, start_nnf, spec, src_q.shape[:2], tgt_q.shape[:2], params.seed)
-        state = engine.prepare_level(spec, src_q, tgt_q, nnf)
+        start = _start_nnf(level, first, levels, state, start_nnf, params.seed)
+        state = engine.prepare_level(spec, src_q, tgt_q, start)
         _run_level(engine, state, params, level, ticker)
-        nnf = engine.nnf(state)
     if params.extra_pass_3x3:
         spec = _level_spec(params, packing, levels, state.source_size, state.target_size, 3, 0.0,
                            freeze=params.freeze_levels > 0)
@@ -190,7 +191,7 @@ def _run_level(engine: Backend, state: LevelState, params: SynthesisParams, leve
         engine.patch_error(state, all_pixels=False)
         for pm in range(params.patchmatch_iters):
             engine.occupancy(state)
-            engine.search(state, (JUMP_STEPS[pm % len(JUMP_STEPS)],), _pass_key(params.seed, level, em, pm))
+            engine.search(state, (JUMP_STEPS[pm % len(JUMP_STEPS)],), pass_key(params.seed, level, em, pm))
         active = engine.vote(state, initial=False, update_mask=em < iters - 1)
         ticker.tick()
         if active == 0 and em < iters - 1:
@@ -198,22 +199,14 @@ def _run_level(engine: Backend, state: LevelState, params: SynthesisParams, leve
             break
 
 
-def _pass_key(seed: int, level: int, em: int, pm: int) -> int:
-    from .cpu_backend import pass_key
-    return pass_key(seed, level, em, pm)
-
-
-def _start_nnf(level: int, first: int, levels: int, previous: np.ndarray | None, initial: np.ndarray | None,
-               spec: LevelSpec, source_size: tuple[int, int], target_size: tuple[int, int],
-               seed: int) -> np.ndarray:
-    """ALGORITHM.md §5: random (coarsest), reduced initial NNF (first run level) or upsampled parent."""
-    from .cpu_backend import NnfInit
-    r = spec.radius
+def _start_nnf(level: int, first: int, levels: int, previous: LevelState | None, initial: np.ndarray | None,
+               seed: int) -> NnfStart:
+    """ALGORITHM.md §3 step 1: random (coarsest), reduced initial NNF (first run level) or upsampled parent."""
     if level > first:
-        return NnfInit.upsample_nnf(previous, target_size, source_size, r)
+        return NnfStart.upsample(previous)
     if initial is not None:
-        return NnfInit.reduce_nnf(initial, target_size, levels - 1 - level, source_size, r)
-    return NnfInit.random_nnf(target_size, source_size, r, _pass_key(seed, level, 0xFFFF, 0xFFFF))
+        return NnfStart.reduce(initial, levels - 1 - level)
+    return NnfStart.random(pass_key(seed, level, 0xFFFF, 0xFFFF))
 
 
 def _level_spec(params: SynthesisParams, packing: _Packing, level: int, source_size: tuple[int, int],

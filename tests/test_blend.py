@@ -1,7 +1,7 @@
 """Temporal blend of forward/backward candidates: selection, histogram-preserving blend, Poisson.
 
 Real data: Megamind frames 1–11 (one shot, no cut) at 256×184, stylized with the deterministic filter
-of the EbSynth anchor protocol (``ebsynth_spec.md`` §5.2), DIS optical flow between consecutive frames.
+of the EbSynth anchor protocol (propagation/ALGORITHM.md §18), DIS optical flow between consecutive frames.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHM_PACKAGES = ("common", "videoio", "flow", "propagation", "keyframe", "kernels")
-# Loaded only under a fixed module name by propagation.cpu_backend (numba cache); no doctests of its own.
-NOT_IMPORTED_BY_NAME = {"rerender_video.propagation.cpu_kernels"}
+# Loaded only under a fixed module name by propagation.backends.passes (numba cache); no doctests of its own.
+NOT_IMPORTED_BY_NAME = {"rerender_video.propagation.backends.cpu_kernels"}
 
 
 def _modules():

@@ -8,6 +8,7 @@ are the host build, on CPU tensors. The real GPU tests at the end run only with 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import types
 
@@ -16,11 +17,14 @@ import pytest
 import torch
 
 from rerender_video.common.errors import InputError
-from rerender_video.kernels import cupy_loader, host_build, select
-from rerender_video.kernels.kernel_backend import check_kernel_limits
+from rerender_video.kernels import cupy_loader, host_build
+from rerender_video.kernels.runtime import HostRuntime, check_kernel_limits
 from rerender_video.kernels.source import kernel_signatures
-from rerender_video.propagation.backend import LevelSpec, get_backend
-from rerender_video.propagation.cpu_backend import CpuBackend, NnfInit
+from rerender_video.propagation.backends import select
+from rerender_video.propagation.backends.backend import Backend
+from rerender_video.propagation.backends.level import LevelSpec, NnfStart
+from rerender_video.propagation.backends.numba_runtime import NumbaRuntime
+from rerender_video.propagation.backends.select import get_backend
 from rerender_video.propagation.params import SynthesisParams
 from rerender_video.propagation.synthesis import Guide, synthesize
 
@@ -194,12 +198,12 @@ def stand_in_cuda(fresh_loader):
     """A working 'CuPy' whose kernels are the host build, and CudaRuntime allocating CPU tensors."""
     if host_build.find_compiler() is None:
         pytest.skip("no C++ compiler: the stand-in CuPy runs the host build of the kernels")
-    from rerender_video.kernels import cuda_backend
+    from rerender_video.kernels import cuda_runtime
 
     pretend_cuda(fresh_loader, "12.8")
     cupy = fake_cupy()
     fresh_loader.setattr(cupy_loader, "_import_cupy", lambda: cupy)
-    fresh_loader.setattr(cuda_backend.CudaRuntime, "_torch_device", lambda self, index: torch.device("cpu"))
+    fresh_loader.setattr(cuda_runtime.CudaRuntime, "_torch_device", lambda self, index: torch.device("cpu"))
     return cupy
 
 
@@ -214,19 +218,38 @@ def test_cuda_backend_glue_is_bit_exact_on_a_stand_in(stand_in_cuda, crops_small
     assert torch.equal(result.nnf, reference.nnf) and torch.equal(result.image, reference.image)
     assert torch.equal(result.error, reference.error)
     launched = {name for name, kernel in stand_in_cuda.kernels.items() if kernel.launches}
-    assert {"pm_search", "vote", "patch_error", "occ_count", "occ_finish", "dilate_cols"} <= launched
+    assert {"pm_search", "vote", "patch_error", "occ_count", "occ_finish", "dilate_cols", "nnf_random",
+            "nnf_upsample"} <= launched
+
+
+def test_the_nnf_stays_on_the_device_between_levels(stand_in_cuda, crops_small, monkeypatch):
+    """Every level starts from an NNF computed on the device (§5 kernels): the only downloads of a synthesis
+    are its three results (NNF, image, error), whatever the number of levels, with or without an initial NNF."""
+    from rerender_video.kernels import cuda_runtime
+
+    downloads = []
+    download = cuda_runtime.CudaRuntime.download
+    monkeypatch.setattr(cuda_runtime.CudaRuntime, "download",
+                        lambda self, array: downloads.append(array.shape) or download(self, array))
+    style, guides = crops_small
+    params = SynthesisParams(search_vote_iters=2, patchmatch_iters=2, seed=3)
+    first = synthesize(style, guides, params, backend="cuda")
+    assert first.nnf.shape[:2] == style.shape[:2] and len(downloads) == 3
+    downloads.clear()
+    synthesize(style, guides, dataclasses.replace(params, initial_nnf_levels=2), initial_nnf=first.nnf,
+               backend="cuda")
+    assert len(downloads) == 3
 
 
 def test_cuda_backend_takes_tensors_without_copying_the_source(stand_in_cuda):
-    from rerender_video.kernels.cuda_backend import CudaBackend
+    from rerender_video.kernels.cuda_runtime import CudaRuntime
 
-    engine = CudaBackend()
+    engine = Backend(CudaRuntime())
     rng = np.random.default_rng(1)
     source = torch.from_numpy(rng.integers(0, 2000, (24, 32, 4), dtype=np.int16))
     target = torch.from_numpy(rng.integers(0, 2000, (24, 32, 4), dtype=np.int16))
-    nnf = torch.from_numpy(NnfInit.random_nnf((24, 32), (24, 32), 2, 3))
     target_before = target.clone()
-    state = engine.prepare_level(_spec(), source, target, nnf)
+    state = engine.prepare_level(_spec(), source, target, NnfStart.random(3))
     assert state.arrays["source"].tensor.data_ptr() == source.data_ptr()      # zero copy
     assert state.arrays["target"].tensor.data_ptr() != target.data_ptr()      # written by the vote: copied
     engine.vote(state, initial=True, update_mask=False)
@@ -245,18 +268,17 @@ def _spec(style_channels: int = 3, patch_size: int = 5) -> LevelSpec:
 def host_engine():
     if host_build.find_compiler() is None:
         pytest.skip("no C++ compiler: cannot build the host kernels")
-    from rerender_video.kernels.kernel_backend import HostBackend
-
-    return HostBackend()
+    return Backend(HostRuntime())
 
 
 def test_float_images_are_refused(host_engine):
     image = np.zeros((24, 32, 4), np.float32)
-    nnf = NnfInit.random_nnf((24, 32), (24, 32), 2, 3)
+    nnf = np.full((24, 32, 2), 5, np.int32)
     with pytest.raises(InputError, match=r"source: Expected int16 packed values .*Got: float32"):
-        host_engine.prepare_level(_spec(), image, image.astype(np.int16), nnf)
+        host_engine.prepare_level(_spec(), image, image.astype(np.int16), NnfStart.random(3))
     with pytest.raises(InputError, match="nnf: Expected integer source coordinates"):
-        host_engine.prepare_level(_spec(), image.astype(np.int16), image.astype(np.int16), nnf.astype(np.float32))
+        host_engine.prepare_level(_spec(), image.astype(np.int16), image.astype(np.int16),
+                                  NnfStart.given(nnf.astype(np.float32)))
 
 
 def test_non_contiguous_input_is_made_contiguous(host_engine):
@@ -264,10 +286,9 @@ def test_non_contiguous_input_is_made_contiguous(host_engine):
     wide = rng.integers(0, 3000, (24, 64, 4), dtype=np.int16)
     strided = wide[:, ::2]                                  # a non-contiguous view
     assert not strided.flags.c_contiguous
-    nnf = NnfInit.random_nnf((24, 32), (24, 32), 2, 3)
     results = []
     for source in (strided, np.ascontiguousarray(strided), torch.from_numpy(wide)[:, ::2]):
-        state = host_engine.prepare_level(_spec(), source, np.ascontiguousarray(strided), nnf)
+        state = host_engine.prepare_level(_spec(), source, np.ascontiguousarray(strided), NnfStart.random(3))
         host_engine.vote(state, initial=True, update_mask=False)
         host_engine.patch_error(state, all_pixels=True)
         results.append((host_engine.image(state), host_engine.error(state)))
@@ -278,32 +299,39 @@ def test_non_contiguous_input_is_made_contiguous(host_engine):
 
 def test_frames_beyond_the_kernel_limits_are_refused(host_engine):
     huge = np.broadcast_to(np.zeros((1, 1, 13), np.int16), (20000, 9000, 13))   # no memory behind it
-    nnf = np.broadcast_to(np.zeros((1, 1, 2), np.int32), (20000, 9000, 2))
     with pytest.raises(InputError, match=r"source: Expected height × width × channels <= 2147483647 .*"
                                          r"20000 × 9000 × 13 = 2340000000"):
-        host_engine.prepare_level(_spec(), huge, huge, nnf)
+        host_engine.prepare_level(_spec(), huge, huge, NnfStart.random(3))
     with pytest.raises(InputError, match="at most 524280 rows"):
         check_kernel_limits(600000, 4, 1, "target")
     with pytest.raises(InputError, match="style_channels: Expected 1 to 8"):
         image = np.zeros((24, 32, 12), np.int16)
-        host_engine.prepare_level(_spec(style_channels=9), image, image, NnfInit.random_nnf((24, 32), (24, 32), 2, 3))
+        host_engine.prepare_level(_spec(style_channels=9), image, image, NnfStart.random(3))
 
 
-def test_out_of_range_nnf_is_refused_before_any_kernel_runs(host_engine):
+@pytest.mark.parametrize("runtime", ["cpu", "host"])
+def test_a_given_nnf_is_clamped_into_the_source_before_any_kernel_reads_it(host_engine, runtime):
+    """A centre whose patch would leave the source (on the GPU an out-of-range read poisons the CUDA context)
+    never reaches a kernel: every NNF start is clamped to the valid centre range (ALGORITHM.md §5.3)."""
+    engine = host_engine if runtime == "host" else Backend(NumbaRuntime())
     image = np.zeros((24, 32, 4), np.int16)
-    nnf = NnfInit.random_nnf((24, 32), (24, 32), 2, 3)
+    nnf = np.full((24, 32, 2), 10, np.int32)
     nnf[5, 7] = (31, 3)   # x = 31 > 32 - 1 - 2: the patch would leave the source
-    with pytest.raises(InputError, match=r"nnf: Expected patch centres in x ∈ \[2, 29\].*Got: x ∈ \[2, 31\]"):
-        host_engine.prepare_level(_spec(), image, image, nnf)
+    nnf[6, 8] = (-4, 40)
+    state = engine.prepare_level(_spec(), image, image, NnfStart.given(nnf))
+    start = engine.nnf(state)
+    assert tuple(start[5, 7]) == (29, 3) and tuple(start[6, 8]) == (2, 21)
+    np.testing.assert_array_equal(np.delete(start.reshape(-1, 2), [5 * 32 + 7, 6 * 32 + 8], axis=0), 10)
 
 
 def test_mismatched_channels_and_nnf_shape_are_refused(host_engine):
-    nnf = NnfInit.random_nnf((24, 32), (24, 32), 2, 3)
+    nnf = np.full((24, 32, 2), 5, np.int32)
     with pytest.raises(InputError, match="target: Expected 4 channels"):
-        host_engine.prepare_level(_spec(), np.zeros((24, 32, 4), np.int16), np.zeros((24, 32, 5), np.int16), nnf)
+        host_engine.prepare_level(_spec(), np.zeros((24, 32, 4), np.int16), np.zeros((24, 32, 5), np.int16),
+                                  NnfStart.random(3))
     with pytest.raises(InputError, match=r"nnf: Expected shape \[24, 32, 2\]"):
         host_engine.prepare_level(_spec(), np.zeros((24, 32, 4), np.int16), np.zeros((24, 32, 4), np.int16),
-                                  nnf[:, :16])
+                                  NnfStart.given(nnf[:, :16]))
 
 
 # ------------------------------------------------------------------------------------------------ real GPU
@@ -332,14 +360,13 @@ def test_gpu_synthesis_is_bit_exact(real_cuda, megamind_frames, options):
 
 
 def test_gpu_backend_accepts_device_tensors(real_cuda):
-    from rerender_video.kernels.cuda_backend import CudaBackend
+    from rerender_video.kernels.cuda_runtime import CudaRuntime
 
     rng = np.random.default_rng(4)
     source = rng.integers(0, 2000, (40, 48, 4), dtype=np.int16)
-    nnf = NnfInit.random_nnf((40, 48), (40, 48), 2, 3)
     results = []
-    for engine, src in ((CpuBackend(), source), (CudaBackend(), torch.from_numpy(source).cuda())):
-        state = engine.prepare_level(_spec(), src, source, nnf)
+    for engine, src in ((Backend(NumbaRuntime()), source), (Backend(CudaRuntime()), torch.from_numpy(source).cuda())):
+        state = engine.prepare_level(_spec(), src, source, NnfStart.random(3))
         engine.vote(state, initial=True, update_mask=False)
         engine.patch_error(state, all_pixels=True)
         engine.occupancy(state)
@@ -361,8 +388,7 @@ def test_weighted_vote_scale_outside_the_exact_float_range_is_refused(host_engin
     import dataclasses
 
     image = np.zeros((24, 32, 4), np.int16)
-    nnf = NnfInit.random_nnf((24, 32), (24, 32), 2, 3)
     spec = dataclasses.replace(_spec(), weighted_vote=True, vote_error_scale=1e-38)
     with pytest.raises(InputError, match=r"vote_error_scale: Expected a value in \[2\^-120, 2\^90\]"):
-        host_engine.prepare_level(spec, image, image, nnf)
-    host_engine.prepare_level(dataclasses.replace(spec, weighted_vote=False), image, image, nnf)   # plain: fine
+        host_engine.prepare_level(spec, image, image, NnfStart.random(3))
+    host_engine.prepare_level(dataclasses.replace(spec, weighted_vote=False), image, image, NnfStart.random(3))

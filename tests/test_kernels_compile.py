@@ -143,9 +143,9 @@ def test_host_launcher_checks_argument_types():
 
 def test_kernels_package_imports_without_cupy():
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from rerender_cli import load_pack; load_pack(); "
-            "import rerender_video.kernels.select, rerender_video.kernels.cuda_backend, "
-            "rerender_video.kernels.cupy_loader, rerender_video.kernels.kernel_backend; "
-            "from rerender_video.kernels.select import choose_backend; choose_backend('auto'); "
+            "import rerender_video.propagation.backends.select, rerender_video.kernels.cuda_runtime, "
+            "rerender_video.kernels.cupy_loader, rerender_video.kernels.runtime; "
+            "from rerender_video.propagation.backends.select import choose_backend; choose_backend('auto'); "
             "print('cupy' in sys.modules)")
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True)

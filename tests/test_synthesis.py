@@ -29,7 +29,7 @@ def key_crop(megamind_frames) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def protocol_cases(megamind_frames):
-    """The anchor protocol (ebsynth_spec.md §5.2) at 256×256 for gaps 1 and 10."""
+    """The anchor protocol (propagation/ALGORITHM.md §18) at 256×256 for gaps 1 and 10."""
     return protocol.make_cases(protocol.sequence_frames(megamind_frames, size=256), gaps=(1, 10))
 
 
@@ -73,7 +73,7 @@ def test_progress_counts_every_search_vote_iteration(key_crop):
 
 
 def test_level_count_follows_ebsynth_rule():
-    # ebsynth_spec.md §1.3: 720×528 → 6 levels (coarsest 22×16), 512×512 → 6 (16×16)
+    # ALGORITHM.md §16: 720×528 → 6 levels (coarsest 22×16), 512×512 → 6 (16×16)
     assert pyramid.max_levels([(528, 720)], 5) == 6 and pyramid.max_levels([(512, 512)], 5) == 6
     assert pyramid.level_count(3, [(512, 512)], 5) == 3 and pyramid.level_count(50, [(512, 512)], 5) == 6
     assert pyramid.max_levels([(400, 400)], 5) == 6 and pyramid.max_levels([(400, 400)], 7) == 5   # 12 < 15
@@ -162,7 +162,7 @@ def test_extra_pass_and_weighted_vote_run_and_stay_close(protocol_cases):
 
 
 def test_uniformity_spreads_source_usage(key_crop):
-    """λ = 0 collapses a flat target onto a few source patches; λ = 3500 spreads it (ebsynth_spec.md §1.6)."""
+    """λ = 0 collapses a flat target onto a few source patches; λ = 3500 spreads it (ALGORITHM.md §6.1)."""
     flat = key_crop.reshape(-1, 3).median(dim=0).values.expand(96, 128, 3).contiguous()
     usage = {}
     for uniformity in (0.0, 3500.0):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rerender_video.common.errors import InputError
-from rerender_video.propagation.backend import get_backend
+from rerender_video.propagation.backends.select import get_backend
 from rerender_video.propagation.params import SynthesisParams
 from rerender_video.propagation.synthesis import Guide, synthesize
 
@@ -116,7 +116,26 @@ def test_initial_nnf_checks(frame):
 def test_unknown_backend(frame):
     with pytest.raises(InputError, match="backend: Expected one of"):
         _run(frame, [Guide(frame, frame, 1.0)], backend="opencl")
-    assert get_backend("auto").name == "cpu"
+
+
+def test_auto_picks_what_this_machine_can_run():
+    """``auto`` is the CUDA kernels exactly where torch sees a CUDA device and CuPy imports and compiles them,
+    and the CPU otherwise — whatever machine runs the suite."""
+    import importlib.util
+
+    from rerender_video.kernels.cupy_loader import cupy_status
+
+    status = cupy_status()
+    if torch.version.cuda is None or not torch.cuda.is_available():
+        expected = "cpu"
+        assert not status.ok and ("CPU-only build" in status.reason or "no CUDA device" in status.reason)
+    elif importlib.util.find_spec("cupy") is None:
+        expected = "cpu"
+        assert status.reason.startswith("CuPy not installed: pip install cupy-cuda")
+    else:   # a GPU and CuPy: cuda unless CuPy is broken here, which the reason must say
+        expected = "cuda" if status.ok else "cpu"
+        assert status.ok or "pip" in status.reason or "report" in status.reason
+    assert get_backend("auto").name == expected
 
 
 def test_out_of_range_values_are_clipped_not_rejected(frame):

@@ -1,4 +1,4 @@
-"""The GPU backend: the ``kernels/*.cu`` kernels compiled by NVRTC, launched with CuPy on torch CUDA tensors.
+"""The GPU runtime: the ``kernels/*.cu`` kernels compiled by NVRTC, launched with CuPy on torch CUDA tensors.
 
 Memory comes from torch's caching allocator (so ComfyUI's model management sees it and CuPy's own pool holds
 nothing); each tensor gets a zero-copy CuPy view once, through ``__cuda_array_interface__``, when it is
@@ -14,7 +14,6 @@ import contextlib
 
 import numpy as np
 
-from .kernel_backend import KernelBackend
 from .source import kernel_signatures
 
 _TORCH_DTYPES = {}
@@ -46,7 +45,7 @@ class DeviceArray:
 
 
 class CudaRuntime:
-    """Runtime of :class:`~.kernel_backend.KernelBackend` on a CUDA device.
+    """The runtime (see :mod:`.runtime`) of the synthesis backend ``"cuda"``: a CUDA device.
 
     Raises:
         RuntimeError: CuPy is unusable here (the message is :func:`.cupy_loader.cupy_status`'s reason,
@@ -54,6 +53,7 @@ class CudaRuntime:
     """
 
     name = "cuda"
+    kernel_limits = True
 
     def __init__(self, device_index: int | None = None):
         import torch
@@ -130,9 +130,3 @@ class CudaRuntime:
                 values.append(param.dtype(arg))
         self.functions[name](tuple(grid), tuple(block), tuple(values))
 
-
-class CudaBackend(KernelBackend):
-    """The synthesis backend ``"cuda"``: :class:`~.kernel_backend.KernelBackend` on :class:`CudaRuntime`."""
-
-    def __init__(self, device_index: int | None = None):
-        super().__init__(CudaRuntime(device_index))

@@ -1,6 +1,27 @@
-"""Numba kernels of the CPU backend, one per data-parallel pass of ALGORITHM.md (see :mod:`.cpu_backend`).
+"""Numba twins of the CUDA kernels (kernels/propagation.cu): the CPU backend's passes (ALGORITHM.md).
 
-This module imports nothing from the pack. :mod:`.cpu_backend` loads it under the fixed module name
+Every function here has the name and the argument list of one CUDA kernel, so the synthesis backend
+(:mod:`.backend`) launches the same sequence on the numba runtime and on the CUDA runtimes, and
+:mod:`.passes` maps each pass of ALGORITHM.md to both. Arrays arrive as the runtime allocated them
+(``nnf [H,W,2]``, masks ``[H,W]``, images ``[H,W,C]`` read as flat buffers); the ``h, w`` arguments repeat
+what the shapes say, as the CUDA kernels need them.
+
+Why numba and not vectorised torch: the work is ~10⁸ small patch comparisons per frame with per-candidate
+early termination (most candidates are rejected after one or two of the five patch rows), per-pixel
+branching (frozen pixels, duplicate candidates, clipped windows) and data-dependent gathers; vectorised
+code has to evaluate every candidate in full and materialise the gathered patches (measured with
+``python benchmarks/propagation.py --torch-prototype``, figures in the README). numba compiles the per-pixel
+loops to native code with LLVM at first use (no compiler at install time; ``cache=True`` keeps the machine
+code beside this file).
+
+Each kernel is a per-pixel function looped with ``prange`` over rows, reading one buffer and writing another
+(or only its own pixel), so the result does not depend on the number of threads. Arithmetic is integer
+except the weighted vote (float32, fixed order, no FMA: ``fastmath=False`` and LLVM does not contract
+without it). Index arithmetic in the hot loop uses unsigned integers so numba emits no negative-index
+wraparound and LLVM vectorises the int32 SSD. Where a numba twin computes a pass differently from its CUDA
+kernel (running box sums, a serial count) the integers it produces are the same (ALGORITHM.md §10).
+
+This module imports nothing from the pack. :mod:`.passes` loads it under the fixed module name
 ``rerender_video_cpu_kernels`` whatever name the pack itself was imported under (``rerender_video`` in the
 tests and the CLI, ``custom_nodes.<folder>`` in ComfyUI): numba's on-disk cache (``cache=True``) stores
 calls between kernels by module name, so a cache written under one import name would break the other.
@@ -33,7 +54,7 @@ def pcg_hash(value):
 
 @njit(inline="always", **_JIT)
 def _ssd(tbuf, toff, tstride, src, soff, sstride, rowlen, p, occ, best):
-    """Patch SSD in int32, rows in order; stops after a row once ``acc + occ >= best`` (§4.2)."""
+    """Patch SSD in int32, rows in order; stops after a row once ``acc + occ >= best`` (§4)."""
     acc = np.int32(0)
     for dy in range(p):
         tb = np.uint64(toff + dy * tstride)
@@ -64,9 +85,8 @@ def _gather_target_patch(tgt, ht, wt, c, p, x, y, out):
 
 # ---------------------------------------------------------------------------------------------------- NNF init
 @njit(**_PJIT)
-def k_random_nnf(nnf, src_h, src_w, r, key):
+def nnf_random(nnf, ht, wt, src_h, src_w, r, key):
     """§5.1: uniform random centres in [r, W-1-r] × [r, H-1-r] from the hash of (key, pixel)."""
-    ht, wt = nnf.shape[0], nnf.shape[1]
     nx = src_w - 2 * r
     ny = src_h - 2 * r
     for row in prange(ht):
@@ -78,10 +98,8 @@ def k_random_nnf(nnf, src_h, src_w, r, key):
 
 
 @njit(**_PJIT)
-def k_upsample_nnf(coarse, fine, src_h, src_w, r):
+def nnf_upsample(coarse, hc, wc, fine, hf, wf, src_h, src_w, r):
     """§5.2: child (x, y) takes 2·parent + (x - 2·px, y - 2·py), clamped to the valid centre range."""
-    hc, wc = coarse.shape[0], coarse.shape[1]
-    hf, wf = fine.shape[0], fine.shape[1]
     for row in prange(hf):
         y = np.int64(row)   # prange indices are unsigned; keep signed arithmetic
         py = min(y >> 1, hc - 1)
@@ -94,10 +112,8 @@ def k_upsample_nnf(coarse, fine, src_h, src_w, r):
 
 
 @njit(**_PJIT)
-def k_reduce_nnf(full, out, shift, src_h, src_w, r):
+def nnf_reduce(full, hf, wf, out, ho, wo, shift, src_h, src_w, r):
     """§5.3: level NNF from a full-resolution NNF: sample (x<<k) + (2^k>>1), coordinates >> k, clamp."""
-    hf, wf = full.shape[0], full.shape[1]
-    ho, wo = out.shape[0], out.shape[1]
     half = (1 << shift) >> 1
     for row in prange(ho):
         y = np.int64(row)   # prange indices are unsigned; keep signed arithmetic
@@ -110,8 +126,10 @@ def k_reduce_nnf(full, out, shift, src_h, src_w, r):
 
 # ---------------------------------------------------------------------------------------------------- error
 @njit(**_PJIT)
-def k_patch_error(src, tgt, src_w, ht, wt, c, p, nnf, err, active, all_pixels):
+def patch_error(src, tgt, src_w, ht, wt, c, p, nnf, err, active, all_pixels):
     """§4: E(t) = SSD of the target patch at t and the source patch at NNF(t) (no early termination)."""
+    source = src.reshape(src.size)
+    target = tgt.reshape(tgt.size)
     r = p // 2
     rowlen = p * c
     for row in prange(ht):
@@ -121,98 +139,91 @@ def k_patch_error(src, tgt, src_w, ht, wt, c, p, nnf, err, active, all_pixels):
             if not all_pixels and active[y, x] == 0:
                 continue
             if x >= r and x < wt - r and y >= r and y < ht - r:
-                e = _ssd(tgt, ((y - r) * wt + (x - r)) * c, wt * c, src,
+                e = _ssd(target, ((y - r) * wt + (x - r)) * c, wt * c, source,
                          ((nnf[y, x, 1] - r) * src_w + (nnf[y, x, 0] - r)) * c, src_w * c,
                          rowlen, p, np.int64(0), NO_BOUND)
             else:
-                _gather_target_patch(tgt, ht, wt, c, p, x, y, tp)
-                e = _ssd(tp, 0, rowlen, src, ((nnf[y, x, 1] - r) * src_w + (nnf[y, x, 0] - r)) * c,
+                _gather_target_patch(target, ht, wt, c, p, x, y, tp)
+                e = _ssd(tp, 0, rowlen, source, ((nnf[y, x, 1] - r) * src_w + (nnf[y, x, 0] - r)) * c,
                          src_w * c, rowlen, p, np.int64(0), NO_BOUND)
             err[y, x] = e
 
 
 # ---------------------------------------------------------------------------------------------------- occupancy
+# §6.1, gated like the CUDA kernels: each pass does nothing unless flags[0] ("the NNF or the level's p / λ
+# changed since the cost map was built") is set; flag_clear resets it after the build.
 @njit(**_JIT)
-def k_count_centres(nnf, count):
-    """§6.1 step 1: count[s] = number of target pixels whose NNF is s (integer, order-free)."""
-    count[:, :] = 0
-    for y in range(nnf.shape[0]):
-        for x in range(nnf.shape[1]):
+def occ_count(nnf, ht, wt, count, src_w, flags):
+    """count[s] += number of target pixels whose NNF is s (``count`` is zero: occ_finish clears it)."""
+    if flags[0] == 0:
+        return
+    for y in range(ht):
+        for x in range(wt):
             count[nnf[y, x, 1], nnf[y, x, 0]] += 1
 
 
 @njit(**_PJIT)
-def k_box_rows(src, dst, r):
-    """dst[y, x] = Σ_{|d|<=r, 0<=x+d<W} src[y, x+d] (integer)."""
-    h, w = src.shape[0], src.shape[1]
+def box_rows(src, dst, h, w, r, flags):
+    """dst[y, x] = Σ_{|d|<=r, 0<=x+d<W} src[y, x+d] (integer; a running sum along the row)."""
+    if flags[0] == 0:
+        return
     for row in prange(h):
         y = np.int64(row)   # prange indices are unsigned; keep signed arithmetic
+        s = np.int64(0)
+        for x in range(min(r, w - 1) + 1):
+            s += src[y, x]
         for x in range(w):
-            s = 0
-            for xx in range(max(x - r, 0), min(x + r, w - 1) + 1):
-                s += src[y, xx]
             dst[y, x] = s
+            if x + r + 1 < w:
+                s += src[y, x + r + 1]
+            if x - r >= 0:
+                s -= src[y, x - r]
 
 
 @njit(**_PJIT)
-def k_box_cols(src, dst, r):
-    """dst[y, x] = Σ_{|d|<=r, 0<=y+d<H} src[y+d, x] (integer)."""
-    h, w = src.shape[0], src.shape[1]
+def box_cols(src, dst, h, w, r, flags):
+    """dst[y, x] = Σ_{|d|<=r, 0<=y+d<H} src[y+d, x] (integer; whole rows added, so the inner loop vectorises)."""
+    if flags[0] == 0:
+        return
     for row in prange(h):
         y = np.int64(row)   # prange indices are unsigned; keep signed arithmetic
-        y0 = max(y - r, 0)
-        y1 = min(y + r, h - 1)
         for x in range(w):
-            s = 0
-            for yy in range(y0, y1 + 1):
-                s += src[yy, x]
-            dst[y, x] = s
+            dst[y, x] = 0
+        for yy in range(max(y - r, 0), min(y + r, h - 1) + 1):
+            for x in range(w):
+                dst[y, x] += src[yy, x]
+
+
+@njit(**_PJIT)
+def occ_finish(rows, cost, count, h, w, r, multiplier, flags):
+    """The last column box, then cost[s] = (O(s) · occ_mul) >> 16 in int64; clears count[s]."""
+    if flags[0] == 0:
+        return
+    for row in prange(h):
+        y = np.int64(row)   # prange indices are unsigned; keep signed arithmetic
+        footprint = np.zeros(w, np.int32)
+        for yy in range(max(y - r, 0), min(y + r, h - 1) + 1):
+            for x in range(w):
+                footprint[x] += rows[yy, x]
+        for x in range(w):
+            cost[y, x] = (np.int64(footprint[x]) * multiplier) >> 16
+            count[y, x] = 0
 
 
 @njit(**_JIT)
-def k_occupancy_update(nnf_old, nnf_new, footprint, cost, multiplier, p):
-    """§6.1 incremental form: for each pixel whose centre moved a → b, O -= tri(· - a), O += tri(· - b).
-
-    ``tri(d) = (p - |dx|)(p - |dy|)`` for ``|dx|, |dy| < p`` is the box-of-box kernel, so the result equals the
-    rebuild at every valid centre (integers; the order of updates is irrelevant). Serial.
-    """
-    r = p // 2
-    hs, ws = footprint.shape[0], footprint.shape[1]
-    for y in range(nnf_old.shape[0]):
-        for x in range(nnf_old.shape[1]):
-            ax = nnf_old[y, x, 0]
-            ay = nnf_old[y, x, 1]
-            bx = nnf_new[y, x, 0]
-            by = nnf_new[y, x, 1]
-            if ax == bx and ay == by:
-                continue
-            for sign in range(2):
-                cx = ax if sign == 0 else bx
-                cy = ay if sign == 0 else by
-                unit = -1 if sign == 0 else 1
-                for sy in range(max(cy - p + 1, r), min(cy + p - 1, hs - 1 - r) + 1):
-                    wy = p - abs(sy - cy)
-                    for sx in range(max(cx - p + 1, r), min(cx + p - 1, ws - 1 - r) + 1):
-                        value = footprint[sy, sx] + unit * wy * (p - abs(sx - cx))
-                        footprint[sy, sx] = value
-                        cost[sy, sx] = (np.int64(value) * multiplier) >> 16
-
-
-@njit(**_PJIT)
-def k_occupancy_cost(footprint, multiplier, cost):
-    """§6.1 step 3: cost[s] = (O(s) · occ_mul) >> 16 in int64."""
-    h, w = footprint.shape[0], footprint.shape[1]
-    for row in prange(h):
-        y = np.int64(row)   # prange indices are unsigned; keep signed arithmetic
-        for x in range(w):
-            cost[y, x] = (np.int64(footprint[y, x]) * multiplier) >> 16
+def flag_clear(flags):
+    """flags[0] = 0: the cost map matches the NNF."""
+    flags[0] = 0
 
 
 # ---------------------------------------------------------------------------------------------------- search
 @njit(**_PJIT)
-def k_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, active, moved, steps, radii,
-             key):
-    """§6: one Jacobi PatchMatch iteration: propagation at ``steps`` then random search. Returns #moved."""
+def pm_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, active, moved, flags, steps,
+              n_steps, radii, n_radii, key):
+    """§6: one Jacobi PatchMatch iteration: propagation at ``steps`` then random search; sets flags[0] when a
+    match moved."""
+    source = src.reshape(src.size)
+    target = tgt.reshape(tgt.size)
     r = p // 2
     rowlen = p * c
     sstride = src_w * c
@@ -232,11 +243,11 @@ def k_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, ac
                 nnf_out[y, x, 1] = cy
                 continue
             if x >= r and x < wt - r and y >= r and y < ht - r:
-                tbuf = tgt
+                tbuf = target
                 toff = ((y - r) * wt + (x - r)) * c
                 tstride = wt * c
             else:
-                _gather_target_patch(tgt, ht, wt, c, p, x, y, tp)
+                _gather_target_patch(target, ht, wt, c, p, x, y, tp)
                 tbuf = tp
                 toff = 0
                 tstride = rowlen
@@ -245,8 +256,8 @@ def k_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, ac
             e = err[y, x]
             best = np.int64(e) + occ[cy, cx]
             # §6.2 propagation: neighbours at ±step (left, right, up, down), shifted back by the step
-            for si in range(steps.shape[0]):
-                st = steps[si]
+            for si in range(n_steps):
+                st = np.int64(steps[si])
                 for k in range(4):
                     dx = -st if k == 0 else (st if k == 1 else 0)
                     dy = -st if k == 2 else (st if k == 3 else 0)
@@ -261,18 +272,19 @@ def k_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, ac
                     oc = occ[qy, qx]
                     if oc >= best:
                         continue
-                    ee = _ssd(tbuf, toff, tstride, src, ((qy - r) * src_w + (qx - r)) * c, sstride,
+                    ee = _ssd(tbuf, toff, tstride, source, ((qy - r) * src_w + (qx - r)) * c, sstride,
                               rowlen, p, oc, best)
                     if np.int64(ee) + oc < best:
                         best = np.int64(ee) + oc
                         e = ee
                         cx = qx
                         cy = qy
-            # §6.3 random search around the current best, radii largest first
-            if radii.shape[0] > 0:
+            # §6.3 random search around the current best, radii largest first (the candidate test is written
+            # out twice, as in the CUDA kernel: an inline helper returning a tuple measured 8 % slower)
+            if n_radii > 0:
                 kp = pcg_hash(key ^ (y * wt + x))
-                for i in range(radii.shape[0]):
-                    rad = radii[i]
+                for i in range(n_radii):
+                    rad = np.int64(radii[i])
                     lox = max(cx - rad, xmin)
                     hix = min(cx + rad, xmax)
                     loy = max(cy - rad, ymin)
@@ -284,7 +296,7 @@ def k_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, ac
                     oc = occ[qy, qx]
                     if oc >= best:
                         continue
-                    ee = _ssd(tbuf, toff, tstride, src, ((qy - r) * src_w + (qx - r)) * c, sstride,
+                    ee = _ssd(tbuf, toff, tstride, source, ((qy - r) * src_w + (qx - r)) * c, sstride,
                               rowlen, p, oc, best)
                     if np.int64(ee) + oc < best:
                         best = np.int64(ee) + oc
@@ -297,20 +309,25 @@ def k_search(src, tgt, src_h, src_w, ht, wt, c, p, nnf_in, nnf_out, err, occ, ac
             if cx != x0 or cy != y0:
                 moved[y, x] = 1
                 n_moved += 1
-    return n_moved
+    if n_moved > 0:
+        flags[0] = 1
 
 
 # ---------------------------------------------------------------------------------------------------- vote
 @njit(**_PJIT)
-def k_vote(src, tgt, src_w, ht, wt, c, cs, p, nnf, err, need, all_pixels, weighted, error_scale, threshold,
-           changed):
-    """§7: gather vote of the style channels; ``changed`` = some channel moved by >= threshold."""
+def vote(src, tgt, src_w, ht, wt, c, cs, p, nnf, err, need, all_pixels, weighted, error_scale, threshold,
+         changed, moved):
+    """§7: gather vote of the style channels; ``changed`` = some channel moved by >= threshold; clears
+    ``moved`` (consumed by the dilation that produced ``need``)."""
+    source = src.reshape(src.size)
+    target = tgt.reshape(tgt.size)
     r = p // 2
     for row in prange(ht):
         y = np.int64(row)   # prange indices are unsigned; keep signed arithmetic
         acc = np.zeros(cs, np.int64)
         facc = np.zeros(cs, np.float32)
         for x in range(wt):
+            moved[y, x] = 0
             if not all_pixels and need[y, x] == 0:
                 changed[y, x] = 0
                 continue
@@ -331,29 +348,30 @@ def k_vote(src, tgt, src_w, ht, wt, c, cs, p, nnf, err, need, all_pixels, weight
                     if weighted:
                         w = np.float32(1) / (np.float32(1) + np.float32(err[qy, qx]) * error_scale)
                         for ch in range(cs):
-                            facc[ch] = facc[ch] + w * np.float32(src[base + ch])
+                            facc[ch] = facc[ch] + w * np.float32(source[base + ch])
                         wsum = wsum + w
                     else:
                         for ch in range(cs):
-                            acc[ch] += src[base + ch]
+                            acc[ch] += source[base + ch]
                     n += 1
-            moved = 0
+            changed_here = 0
             tb = (y * wt + x) * c
             for ch in range(cs):
                 if weighted:
                     value = np.int64(math.floor(facc[ch] / wsum + np.float32(0.5)))
                 else:
                     value = (2 * acc[ch] + n) // (2 * n)
-                if abs(value - np.int64(tgt[tb + ch])) >= threshold:
-                    moved = 1
-                tgt[tb + ch] = value
-            changed[y, x] = moved
+                if abs(value - np.int64(target[tb + ch])) >= threshold:
+                    changed_here = 1
+                target[tb + ch] = value
+            changed[y, x] = changed_here
 
 
+# ---------------------------------------------------------------------------------------------------- masks
 @njit(**_PJIT)
-def k_dilate_rows(src, dst, r):
-    """dst[y, x] = max of src[y, x-r..x+r] (clamped), uint8."""
-    h, w = src.shape[0], src.shape[1]
+def dilate_rows(src, dst, h, w, r, counter):
+    """dst[y, x] = max of src[y, x-r..x+r] (clamped), uint8; resets counter[0] for the dilate_cols after."""
+    counter[0] = 0
     for row in prange(h):
         y = np.int64(row)   # prange indices are unsigned; keep signed arithmetic
         for x in range(w):
@@ -365,9 +383,8 @@ def k_dilate_rows(src, dst, r):
 
 
 @njit(**_PJIT)
-def k_dilate_cols(src, dst, r):
-    """dst[y, x] = max of src[y-r..y+r, x] (clamped), uint8; returns the number of set pixels."""
-    h, w = src.shape[0], src.shape[1]
+def dilate_cols(src, dst, h, w, r, counter):
+    """dst[y, x] = max of src[y-r..y+r, x] (clamped), uint8; counter[0] += the number of set pixels."""
     total = 0
     for row in prange(h):
         y = np.int64(row)   # prange indices are unsigned; keep signed arithmetic
@@ -380,4 +397,4 @@ def k_dilate_cols(src, dst, r):
                     m = src[yy, x]
             dst[y, x] = m
             total += m
-    return total
+    counter[0] += total

@@ -1,5 +1,8 @@
 """Which synthesis backend runs, and why: ``auto`` / ``cuda`` / ``cpu`` (and ``host`` for tests).
 
+Every backend is :class:`~.backend.Backend` on one runtime: ``cpu`` the numba twins of the kernels, ``host``
+the CUDA C kernels built for the CPU, ``cuda`` the kernels on the GPU (CuPy).
+
 ``auto`` picks the CUDA kernels when torch sees a CUDA device and CuPy works (imported, built for torch's CUDA
 major version, NVRTC compiles the kernels), and the numba CPU backend otherwise — with the reason, which ends
 with the exact ``pip install`` line when CuPy is what is missing. ``cuda`` insists on the kernels and raises
@@ -12,7 +15,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..common.errors import input_error
+from ...common.errors import input_error
+from .backend import Backend
+from .numba_runtime import NumbaRuntime
 
 LOG = logging.getLogger("rerender_video")
 #: Backend names a user can pick (the node's widget); ``host`` is accepted too (CUDA kernels on the CPU).
@@ -45,7 +50,7 @@ def choose_backend(requested: str = "auto") -> BackendChoice:
     if requested == "cpu":
         return _logged_choice(BackendChoice("cpu", "requested"))
     if requested == "host":
-        from .host_build import find_compiler
+        from ...kernels.host_build import find_compiler
 
         if find_compiler() is None:
             raise input_error("backend", "a C++ compiler for backend 'host'", "none found (g++, c++, clang++, $CXX)",
@@ -53,7 +58,7 @@ def choose_backend(requested: str = "auto") -> BackendChoice:
         return _logged_choice(BackendChoice("host", "CUDA kernels compiled for the CPU"))
     if requested not in ("auto", "cuda"):
         raise input_error("backend", f"one of {list(CHOICES)}", repr(requested), "use 'auto'")
-    from .cupy_loader import cupy_status
+    from ...kernels.cupy_loader import cupy_status
 
     status = cupy_status()
     if status.ok:
@@ -65,25 +70,26 @@ def choose_backend(requested: str = "auto") -> BackendChoice:
     return _logged_choice(BackendChoice("cpu", status.reason))
 
 
-def make_backend(requested: str = "auto"):
-    """The backend instance for ``requested`` (see :func:`choose_backend`); ``auto`` never fails for CuPy reasons.
+def get_backend(requested: str = "auto") -> Backend:
+    """The backend for ``requested`` (see :func:`choose_backend`); ``auto`` never fails for CuPy reasons.
+
+    Raises:
+        InputError: as :func:`choose_backend`.
 
     Example:
-        >>> make_backend("cpu").name
+        >>> get_backend("cpu").name
         'cpu'
     """
     choice = choose_backend(requested)
     if choice.name == "cuda":
-        from .cuda_backend import CudaBackend
+        from ...kernels.cuda_runtime import CudaRuntime
 
-        return CudaBackend()
+        return Backend(CudaRuntime())
     if choice.name == "host":
-        from .kernel_backend import HostBackend
+        from ...kernels.runtime import HostRuntime
 
-        return HostBackend()
-    from ..propagation.cpu_backend import CpuBackend
-
-    return CpuBackend()
+        return Backend(HostRuntime())
+    return Backend(NumbaRuntime())
 
 
 def _logged_choice(choice: BackendChoice) -> BackendChoice:
