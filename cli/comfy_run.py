@@ -412,7 +412,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "comfy-run", help="run a workflow (default: rerender_video.json) on a running ComfyUI server",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted="stopped waiting; prompts already queued keep running on the server "
+                                              "(cancel them in ComfyUI's queue); run the same command again to "
+                                              "queue again, reusing the keyframes the server has cached")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

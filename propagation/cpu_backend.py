@@ -73,6 +73,16 @@ def pass_key(seed: int, level: int, iteration: int, pm_iteration: int) -> int:
 _pcg_py = _kernels.pcg_hash.py_func  # the kernels' hash, run as plain Python on Python ints
 
 
+def kernels_cached() -> bool:
+    """True when numba's disk cache holds up-to-date machine code for the kernels; ``False`` means
+    the first synthesis compiles them (15–30 s, once per install and kernel source)."""
+    try:
+        return all(kernel._cache._cache_file._load_index()  # numba's index; empty when missing or stale
+                   for name, kernel in vars(_kernels).items() if name.startswith("k_"))
+    except (AttributeError, OSError):  # another numba layout: say nothing rather than guess
+        return True
+
+
 # ---------------------------------------------------------------------------------------------------- backend
 class CpuBackend(Backend):
     """Numba implementation of :class:`~.backend.Backend` (the reference backend)."""
