@@ -37,7 +37,8 @@ class Progress:
 
     On a terminal (``stream.isatty()``) a tqdm bar; otherwise (a log file, a pipe, CI) a line at
     most every ``seconds``, and at the end: ``  propagated frames 120/484 (25%, 48 s, ETA 2 min 25 s)``.
-    The ETA assumes the remaining units take as long as the done ones did on average.
+    The ETA assumes the remaining units take as long as those since the first update did on average
+    (the first unit also pays for warm-up such as compiling kernels, so it would inflate the estimate).
 
     Args:
         label: what is counted, e.g. ``"propagated frames"``.
@@ -52,6 +53,7 @@ class Progress:
         self.stream = stream or sys.stdout
         self.done = 0
         self.started = self.printed = time.perf_counter()
+        self.first: tuple[float, int] | None = None  # (time, done) of the first update: the ETA's origin
         self.bar = None
         if self.stream.isatty():
             from tqdm import tqdm
@@ -71,16 +73,19 @@ class Progress:
             return
         self.done = done
         now = time.perf_counter()
+        if self.first is None:
+            self.first = (now, done)
         if done >= self.total or now - self.printed >= self.seconds:
             self.printed = now
             print(f"  {self.label} {self.line(now)}", file=self.stream, flush=True)
 
     def line(self, now: float | None = None) -> str:
         """``"120/484 (25%, 48 s, ETA 2 min 25 s)"``: done, percentage, elapsed and estimated time left."""
-        elapsed = (now or time.perf_counter()) - self.started
-        text = f"{self.done}/{self.total} ({100 * self.done // self.total}%, {duration(elapsed)}"
-        if 0 < self.done < self.total:
-            text += f", ETA {duration(elapsed / self.done * (self.total - self.done))}"
+        now = now or time.perf_counter()
+        text = f"{self.done}/{self.total} ({100 * self.done // self.total}%, {duration(now - self.started)}"
+        if self.first is not None and self.first[1] < self.done < self.total:
+            per_unit = (now - self.first[0]) / (self.done - self.first[1])
+            text += f", ETA {duration(per_unit * (self.total - self.done))}"
         return text + ")"
 
     def close(self) -> None:

@@ -98,7 +98,7 @@ def write_error(name: str, path: object, error: OSError, writing: str = "the fil
 
     Example:
         >>> str(write_error("output", "/ro/out.mp4", OSError(30, "Read-only file system")))
-        'output: Expected a folder where the file can be written, Got: /ro/out.mp4 (Read-only file system). Fixes: (1) choose a folder you may write to (not on a read-only drive). (2) check the path.'
+        'output: Expected a folder where the file can be written, Got: /ro/out.mp4 (Read-only file system). Fixes: ...'
     """
     reason = error.strerror or str(error) or error.__class__.__name__
     if error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):

@@ -145,19 +145,21 @@ def test_output_that_is_a_folder_is_refused(megamind_path, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ progress
 
 def test_plain_progress_lines_give_percentage_and_eta(monkeypatch):
-    clock = iter([0.0, 10.0, 20.0, 40.0])
+    """The ETA counts from the first update: the first unit (kernel compile, warm-up) does not inflate it."""
+    clock = iter([0.0, 60.0, 70.0, 80.0, 90.0, 100.0])
     monkeypatch.setattr(_progress.time, "perf_counter", lambda: next(clock))
     stream = io.StringIO()
-    progress = _progress.Progress("propagated frames", 4, stream=stream, seconds=5)
-    progress(1)
-    progress(2)
-    progress(4)
+    progress = _progress.Progress("propagated frames", 10, stream=stream, seconds=5)
+    for done in (1, 2, 3, 4, 10):
+        progress(done)
     assert stream.getvalue().splitlines() == [
-        "  propagated frames 1/4 (25%, 10 s, ETA 30 s)",
-        "  propagated frames 2/4 (50%, 20 s, ETA 20 s)",
-        "  propagated frames 4/4 (100%, 40 s)",
+        "  propagated frames 1/10 (10%, 1 min 00 s)",
+        "  propagated frames 2/10 (20%, 1 min 10 s, ETA 1 min 20 s)",
+        "  propagated frames 3/10 (30%, 1 min 20 s, ETA 1 min 10 s)",
+        "  propagated frames 4/10 (40%, 1 min 30 s, ETA 1 min 00 s)",
+        "  propagated frames 10/10 (100%, 1 min 40 s)",
     ]
-    assert _progress.last_step() == "propagated frames 4/4"
+    assert _progress.last_step() == "propagated frames 10/10"
 
 
 def test_terminal_progress_is_a_tqdm_bar():
