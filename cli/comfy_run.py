@@ -19,7 +19,7 @@ Standard library only; it talks to the server address given (``--server``, defau
 ``python custom_nodes/<pack>/cli/comfy_run.py …``.
 
 Exit codes: 0 done, 1 the prompt failed or was rejected, 2 bad arguments or workflow, 3 server not
-reachable, 4 timed out.
+reachable, 4 timed out, 130 Ctrl-C (through ``rerender_cli.py``; queued prompts keep running on the server).
 """
 
 from __future__ import annotations

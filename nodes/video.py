@@ -288,6 +288,8 @@ class RerenderSaveVideo:
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix: str):
         """Refuse an unwritable output folder when the prompt is queued, before any node runs."""
+        if not isinstance(filename_prefix, str):  # a linked input: known only when the node runs
+            return True
         subfolder = os.path.dirname(os.path.normpath(filename_prefix.replace("%width%", "0").replace("%height%", "0")))
         try:
             check_writable(_comfy.output_directory() / subfolder / "probe.mp4", "filename_prefix")

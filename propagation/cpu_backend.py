@@ -75,9 +75,13 @@ _pcg_py = _kernels.pcg_hash.py_func  # the kernels' hash, run as plain Python on
 
 def kernels_cached() -> bool:
     """True when numba's disk cache holds up-to-date machine code for the kernels; ``False`` means
-    the first synthesis compiles them (15–30 s, once per install and kernel source)."""
+    the next synthesis compiles them (15–30 s, once per install and kernel source).
+
+    Any cached search kernel counts: the first synthesis compiles them together (a kernel that only
+    some options call compiles later, in a second or two).
+    """
     try:
-        return all(kernel._cache._cache_file._load_index()  # numba's index; empty when missing or stale
+        return any(kernel._cache._cache_file._load_index()  # numba's index; empty when missing or stale
                    for name, kernel in vars(_kernels).items() if name.startswith("k_"))
     except (AttributeError, OSError):  # another numba layout: say nothing rather than guess
         return True

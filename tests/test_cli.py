@@ -190,6 +190,14 @@ def test_kernels_cached_reads_numba_index(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     empty = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, env=env)
     assert empty.stdout.strip() == "False", empty.stderr
+    import torch
+
+    from rerender_video.propagation.cpu_backend import kernels_cached
+    from rerender_video.propagation.synthesis import Guide, synthesize
+
+    frame = torch.rand(24, 24, 3)
+    synthesize(frame, [Guide(frame, frame, 1.0)], backend="cpu")  # compiles into (or loads from) the pack's cache
+    assert kernels_cached()
 
 
 # ------------------------------------------------------------------------------------------- Ctrl-C
@@ -198,7 +206,9 @@ def test_ctrl_c_prints_one_line_and_exits_130(megamind_path, keys, tmp_path):
     output = tmp_path / "out.mp4"
     child = subprocess.Popen([sys.executable, str(CLI), "propagate", str(megamind_path), str(keys), "--width", "128",
                               "--output", str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background
+    # job (a CI runner, `cmd &`) inherits SIGINT ignored; a user's terminal delivers it
     try:
         for line in child.stdout:
             if line.startswith("flow: "):  # the flow is done and cached; propagation starts
