@@ -19,7 +19,7 @@ Standard library only; it talks to the server address given (``--server``, defau
 ``python custom_nodes/<pack>/cli/comfy_run.py …``.
 
 Exit codes: 0 done, 1 the prompt failed or was rejected, 2 bad arguments or workflow, 3 server not
-reachable, 4 timed out.
+reachable, 4 timed out, 130 Ctrl-C (through ``rerender_cli.py``; queued prompts keep running on the server).
 """
 
 from __future__ import annotations
@@ -412,7 +412,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "comfy-run", help="run a workflow (default: rerender_video.json) on a running ComfyUI server",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, interrupted="stopped waiting; prompts already queued keep running on the server "
+                                              "(cancel them in ComfyUI's queue); run the same command again to "
+                                              "queue again, reusing the keyframes the server has cached")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

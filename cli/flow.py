@@ -38,11 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--models-dir", type=Path, default=None,
                         help="folder with RAFT weights (default: $COMFYUI_ROOT/models/optical_flow, "
                              "else ./models/optical_flow)")
-    parser.add_argument("--frames", type=int, default=0, help="load at most N frames (0 = all)")
-    parser.add_argument("--skip", type=int, default=0, help="skip the first N frames")
-    parser.add_argument("--every", type=int, default=1, help="keep every N-th frame")
-    parser.add_argument("--width", type=int, default=0, help="resize to this width (0 = keep)")
-    parser.add_argument("--height", type=int, default=0, help="resize to this height (0 = keep)")
+    parser.add_argument("--frames", dest="frame_load_cap", type=int, default=0,
+                        help="load at most N frames (0 = all; past the end loads the frames there are)")
+    parser.add_argument("--skip", dest="skip_first_frames", type=int, default=0, help="skip the first N frames")
+    parser.add_argument("--every", dest="select_every_nth", type=int, default=1, help="keep every N-th frame")
+    parser.add_argument("--width", dest="custom_width", type=int, default=0, help="resize to this width (0 = keep)")
+    parser.add_argument("--height", dest="custom_height", type=int, default=0,
+                        help="resize to this height (0 = keep)")
     add_options(parser, (PAIR_MODE, KEYFRAME_INTERVAL, KEYFRAME_INDICES, OCCLUSION_ALPHA, OCCLUSION_BETA))
     parser.set_defaults(func=run)
 
@@ -91,15 +93,19 @@ def run(args: argparse.Namespace) -> int:
     """Load the video, estimate flow, write the preview, print where everything is."""
     backend = _backend(args)  # first: a missing RAFT file is reported before any decoding
 
+    from ..common.cache import check_writable
     from ..common.keyframes import resolve
     from ..flow.estimate import cache_location, estimate_flow
     from ..flow.pairs import pairs_for_mode
     from ..videoio.reader import load_frames
     from ..videoio.writer import save_video
+    from ._progress import Progress
 
+    output = check_writable(args.output or Path.cwd() / f"{args.video.stem}_flow.mp4")  # before any work
     started = time.perf_counter()
-    video = load_frames(args.video, frame_load_cap=args.frames, skip_first_frames=args.skip,
-                        select_every_nth=args.every, custom_width=args.width, custom_height=args.height)
+    video = load_frames(args.video, frame_load_cap=args.frame_load_cap, skip_first_frames=args.skip_first_frames,
+                        select_every_nth=args.select_every_nth, custom_width=args.custom_width,
+                        custom_height=args.custom_height)
     frames = video.images
     count, height, width = frames.shape[:3]
     loaded = time.perf_counter()
@@ -109,19 +115,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"loaded {count} frames at {width}x{height}, {video.fps:.3f} fps in {loaded - started:.1f} s; "
           f"{len(pairs)} pairs ({args.pair_mode}), backend {backend.method()}")
 
-    def report(done: int, preview=None) -> None:
-        if done == len(pairs) or done % 25 == 0:
-            print(f"  flow {done}/{len(pairs)}", flush=True)
-
-    flows = estimate_flow(frames, pairs, backend, args.occlusion_alpha, args.occlusion_beta, progress=report)
+    flows = estimate_flow(frames, pairs, backend, args.occlusion_alpha, args.occlusion_beta,
+                          progress=Progress("flow pairs", len(pairs)))
     estimated = time.perf_counter()
     occluded = float(sum(flows.occlusion_backward[row].mean() for row in range(len(flows))) / len(flows))
     print(f"flow: {flows.describe()}; {(estimated - loaded) * 1000 / len(pairs):.1f} ms per pair; "
           f"{occluded:.1%} of pixels occluded on average")
     print(f"cached flow: {cache_location(flows)}")
 
-    output = args.output or Path.cwd() / f"{args.video.stem}_flow.mp4"
-    written = save_video(preview_frames(flows, frames), output, video.fps)
+    written = save_video(preview_frames(flows, frames), output, video.fps, path_name="output")
     print(f"preview: {written} ({len(pairs)} frames at {2 * width}x{height}; left: motion i→j in the flow colour "
           f"wheel, right: frame j with occluded pixels in red)")
     return 0

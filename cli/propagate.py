@@ -34,30 +34,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("keyframe_dir", type=Path, help="folder of stylized keyframes named by frame index")
     parser.add_argument("--output", "-o", type=Path, default=None,
                         help="mp4 to write (default: <video name>_propagated.mp4 in the current folder)")
-    parser.add_argument("--frames", type=int, default=0, help="load at most N frames (0 = all)")
-    parser.add_argument("--skip", type=int, default=0, help="skip the first N frames of the video")
-    parser.add_argument("--width", type=int, default=0, help="frame width (0 = the keyframes' width)")
-    parser.add_argument("--height", type=int, default=0, help="frame height (0 = the keyframes' height)")
+    parser.add_argument("--frames", dest="frame_load_cap", type=int, default=0,
+                        help="load at most N frames (0 = all; past the end loads the frames there are)")
+    parser.add_argument("--skip", dest="skip_first_frames", type=int, default=0,
+                        help="skip the first N frames of the video")
+    parser.add_argument("--width", dest="custom_width", type=int, default=0,
+                        help="frame width (0 = the keyframes' width)")
+    parser.add_argument("--height", dest="custom_height", type=int, default=0,
+                        help="frame height (0 = the keyframes' height)")
     add_option(parser, KEYFRAME_FILE_INTERVAL)
     add_options(parser.add_argument_group("propagation (EbSynth) and guide weights"), PROPAGATE)
     add_options(parser.add_argument_group("blend"), BLEND)
     add_option(parser, DIS_PRESET, "--flow-preset")
     parser.add_argument("--crf", type=int, default=19, help="H.264 quality (lower = better, larger)")
     parser.set_defaults(func=run)
-
-
-class _Printer:
-    """Text progress for a terminal: one line per step, at most every ``seconds``."""
-
-    def __init__(self, label: str, total: int, seconds: float = 5.0) -> None:
-        self.label, self.total, self.seconds = label, max(total, 1), seconds
-        self.started = self.last = time.perf_counter()
-
-    def __call__(self, done: int, preview=None) -> None:
-        now = time.perf_counter()
-        if done >= self.total or now - self.last >= self.seconds:
-            self.last = now
-            print(f"  {self.label} {done}/{self.total} ({now - self.started:.0f} s)", flush=True)
 
 
 def _matching_keyframes(images, size):
@@ -76,6 +66,7 @@ def _matching_keyframes(images, size):
 
 def run(args: argparse.Namespace) -> int:
     """Load keyframes and frames, estimate flow, propagate, blend, write the mp4."""
+    from ..common.cache import check_writable
     from ..common.keyframes import from_indices
     from ..common.settings import field_values
     from ..flow.dis import DisFlow
@@ -89,15 +80,17 @@ def run(args: argparse.Namespace) -> int:
     from ..propagation.settings import poisson_weights
     from ..videoio.reader import load_frames
     from ..videoio.writer import save_video
+    from ._progress import Progress, note_kernel_compile
 
     started = time.perf_counter()
+    output = check_writable(args.output or Path.cwd() / f"{args.video.stem}_propagated.mp4")  # before any work
     values = vars(args)
     params = SynthesisParams(**field_values(SynthesisParams, values)).validate()
     weights = GuideWeights(**field_values(GuideWeights, values))
     key_height, key_width = read_image(image_files(args.keyframe_dir)[0]).shape[:2]
-    width = args.width or (0 if args.height else key_width)
-    height = args.height or (0 if args.width else key_height)
-    video = load_frames(args.video, frame_load_cap=args.frames, skip_first_frames=args.skip,
+    width = args.custom_width or (0 if args.custom_height else key_width)
+    height = args.custom_height or (0 if args.custom_width else key_height)
+    video = load_frames(args.video, frame_load_cap=args.frame_load_cap, skip_first_frames=args.skip_first_frames,
                         custom_width=width, custom_height=height)
     frames = video.images
     count, height, width = frames.shape[:3]
@@ -110,23 +103,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"loaded {count} frames at {width}x{height}, {video.fps:.3f} fps; keyframes {list(keyframes.indices)}")
 
     pairs = consecutive_pairs(count)
-    flow = estimate_flow(frames, pairs, DisFlow(args.dis_preset), progress=_Printer("flow pairs", len(pairs)))
+    flow = estimate_flow(frames, pairs, DisFlow(args.dis_preset), progress=Progress("flow pairs", len(pairs)))
     flowed = time.perf_counter()
     print(f"flow: {len(pairs)} pairs in {flowed - started:.1f} s (cached for re-runs)")
 
     total = sum(len(targets) for _, _, targets in plan_chains(keyframes, args.direction))
+    note_kernel_compile()
     propagation = propagate_video(frames, keyframe_images, keyframes, flow, params, weights, args.direction,
                                   args.temporal_nnf_init, args.backend,
-                                  progress=_Printer("propagated frames", total))
+                                  progress=Progress("propagated frames", total))
     stats = propagation.stats
     print(f"propagation: {propagation.describe()}; {stats['frames_computed']} frames synthesized "
           f"({stats['seconds_per_frame']:.2f} s per frame), {stats['frames_cached']} reused from the cache")
 
     blended, _ = blend_video(propagation, histogram=args.histogram_blend, poisson=args.poisson_blend,
                              poisson_weights=poisson_weights(args.poisson_luma_weight, args.poisson_chroma_weight),
-                             progress=_Printer("blended frames", count))
-    output = args.output or Path.cwd() / f"{args.video.stem}_propagated.mp4"
-    written = save_video(blended, output, video.fps, crf=args.crf, audio_source=video.info)
+                             progress=Progress("blended frames", count))
+    written = save_video(blended, output, video.fps, crf=args.crf, audio_source=video.info,
+                         progress=Progress("written frames", count), path_name="output")
     print(f"wrote {written}: {count} frames at {width}x{height}, {video.fps:.3f} fps "
           f"in {time.perf_counter() - started:.1f} s in total")
     return 0

@@ -12,6 +12,7 @@ Location: ``$RERENDER_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/rerender_video`
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -22,6 +23,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
+
+from .errors import input_error, write_error
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 CACHE_ENV = "RERENDER_CACHE_DIR"
 
@@ -118,28 +126,124 @@ def new_entry(namespace: str, key: str) -> Iterator[Path]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def _part_affixes(target: Path) -> tuple[str, str]:
+    """Prefix and suffix of the temporary files :func:`atomic_path` writes for ``target``."""
+    return f".{target.stem}.", f".part{target.suffix}"
+
+
+def _lock(handle: int) -> bool:
+    """Take an exclusive lock on an open file without waiting; ``False`` if another process holds it.
+
+    The lock dies with its process (even on ``kill -9``), so a partial file nobody holds is stale.
+    """
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _is_stale(part: Path) -> bool:
+    """True if no process is writing ``part`` (POSIX: nobody holds its lock; Windows: it is not open)."""
+    if fcntl is None:
+        return True  # Windows refuses to delete a file another process has open
+    try:
+        handle = os.open(part, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        return _lock(handle)
+    finally:
+        os.close(handle)
+
+
+def remove_stale_parts(path: str | os.PathLike) -> list[Path]:
+    """Delete the partial files that interrupted writes of ``path`` left behind; returns them.
+
+    A partial file still being written (its writer holds a lock on it) is kept, so two runs that
+    write the same output do not break each other.
+    """
+    target = Path(path)
+    prefix, suffix = _part_affixes(target)
+    removed = []
+    for part in target.parent.glob(f"{glob.escape(prefix)}*{glob.escape(suffix)}"):
+        if "." in part.name[len(prefix):-len(suffix)] or not _is_stale(part):
+            continue  # another output's partial file (a longer stem), or one being written
+        try:
+            part.unlink()
+        except OSError:
+            continue  # in use (Windows) or gone meanwhile
+        removed.append(part)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Write a file atomically: yields a temporary path in the same folder, renamed onto ``path``
     when the block ends without an exception and removed otherwise.
 
-    The temporary name keeps the suffix, so writers that pick a format from it (PyAV, OpenCV) work.
+    The temporary name (``.<stem>.<random>.part<suffix>``) keeps the suffix, so writers that pick a
+    format from it (PyAV, OpenCV) work. The temporary file stays locked while it is written; partial
+    files of the same ``path`` that no process holds (left by a killed run) are deleted first.
+
+    Raises:
+        OSError: the folder cannot be created or written.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}",
-                                         dir=target.parent)
-    os.close(handle)
+    remove_stale_parts(target)
+    prefix, suffix = _part_affixes(target)
+    handle, temp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     temp = Path(temp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp, 0o666 & ~umask)  # mkstemp creates the file private (0600); published files are not
+    if fcntl is None:
+        os.close(handle)  # Windows: an open handle would block the rename
+        handle = None
+    else:
+        _lock(handle)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp creates the file private (0600); published files are not
         yield temp
         os.replace(temp, target)
     finally:
+        if handle is not None:
+            os.close(handle)
         if temp.exists():
             temp.unlink()
+
+
+def check_writable(path: str | os.PathLike, name: str = "output") -> Path:
+    """Check, before any work, that a file can be created at ``path``; returns ``Path(path)``.
+
+    Creates and deletes a small probe file in the nearest existing folder of ``path`` (no folder
+    is created, nothing is left behind).
+
+    Args:
+        path: the file that will be written later.
+        name: the input that chose ``path``, for the message.
+
+    Raises:
+        InputError: ``path`` is a folder, or a folder on the way is a file.
+        OutputError: the folder is read-only, not yours, or the disk is full.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise input_error(name, "a file name", f"{target}, which is a folder",
+                          f"add a file name, e.g. {target / 'out.mp4'}")
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise input_error(name, "a path whose folders are folders", f"{target} ({folder} is a file)",
+                          "choose another output path")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".rerender-write-check.", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise write_error(name, folder, error) from None
+    return target
 
 
 def clear(namespace: str | None = None) -> int:

@@ -6,7 +6,7 @@ from typing import Iterable
 
 import psutil
 
-from .errors import InputError, format_input_error
+from .errors import input_error
 
 #: Fraction of the available memory a single allocation may take; the rest is left to the
 #: diffusion model, the OS and other nodes.
@@ -38,6 +38,5 @@ def check_allocation(item_bytes: int, count: int, what: str, input_name: str,
     if needed <= budget:
         return
     fits = max(budget // max(item_bytes, 1), 0)
-    raise InputError(format_input_error(
-        input_name, f"{what} that fit in memory ({budget / 2**30:.1f} GiB usable, {fits} items fit)",
-        f"{count} items needing {needed / 2**30:.1f} GiB", fixes))
+    raise input_error(input_name, f"{what} that fit in memory ({budget / 2**30:.1f} GiB usable, {fits} items fit)",
+                      f"{count} items needing {needed / 2**30:.1f} GiB", list(fixes))

@@ -13,8 +13,9 @@ import os
 import re
 from pathlib import Path
 
+from ..common.cache import check_writable
 from ..common.checks import check_image_batch
-from ..common.errors import input_error
+from ..common.errors import InputError, input_error
 from ..videoio import reader, writer
 from ..videoio.info import VideoInfo
 from . import _comfy
@@ -279,9 +280,22 @@ class RerenderSaveVideo:
             if prompt is not None:
                 metadata["prompt"] = prompt
         path = writer.save_video(images, folder / file, fps, crf, audio=audio, audio_source=video_info,
-                                 metadata=metadata, preset=preset, progress=_comfy.Progress(count, unique_id))
+                                 metadata=metadata, preset=preset, progress=_comfy.Progress(count, unique_id),
+                                 path_name="filename_prefix")
         preview = {"filename": file, "subfolder": subfolder, "type": "output"}
         return {"ui": {"images": [preview], "animated": (True,)}, "result": (str(path),)}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix: str):
+        """Refuse an unwritable output folder when the prompt is queued, before any node runs."""
+        if not isinstance(filename_prefix, str):  # a linked input: known only when the node runs
+            return True
+        subfolder = os.path.dirname(os.path.normpath(filename_prefix.replace("%width%", "0").replace("%height%", "0")))
+        try:
+            check_writable(_comfy.output_directory() / subfolder / "probe.mp4", "filename_prefix")
+        except InputError as error:
+            return str(error)
+        return True
 
 
 NODE_CLASS_MAPPINGS = {

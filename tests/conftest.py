@@ -84,3 +84,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """``(folder, prefix)``: a folder on a read-only file system for a command run as ``prefix + command``.
+
+    The folder is mounted read-only in a private mount namespace (``unshare``, no lasting change to
+    the machine); without it, a non-root user gets a folder without write permission (``prefix`` is
+    then empty). Skips where neither works (root without ``unshare``).
+    """
+    import shutil
+    import subprocess
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if shutil.which("unshare"):
+        prefix = ["unshare", "--map-root-user", "--mount", "sh", "-c",
+                  'mount -t tmpfs -o ro tmpfs "$0" && exec "$@"', str(folder)]
+        probe = subprocess.run(prefix + ["touch", str(folder / "probe")], capture_output=True, text=True)
+        if probe.returncode != 0 and "Read-only" in probe.stderr:
+            yield folder, prefix
+            return
+    if os.geteuid() == 0:
+        pytest.skip("needs unshare (a private read-only mount) or a non-root user")
+    folder.chmod(0o555)
+    yield folder, []
+    folder.chmod(0o755)

@@ -12,12 +12,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHM_PACKAGES = ("common", "videoio", "flow", "propagation", "keyframe", "kernels")
+ADAPTER_PACKAGES = ("cli",)
 # Loaded only under a fixed module name by propagation.backends.passes (numba cache); no doctests of its own.
 NOT_IMPORTED_BY_NAME = {"rerender_video.propagation.backends.cpu_kernels"}
 
 
 def _modules():
-    for package in ALGORITHM_PACKAGES:
+    for package in ALGORITHM_PACKAGES + ADAPTER_PACKAGES:
         if not (ROOT / package / "__init__.py").exists():
             continue
         yield f"rerender_video.{package}"

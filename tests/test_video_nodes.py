@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import pytest
 import torch
 
+from rerender_video.common.errors import InputError, OutputError
 from rerender_video.nodes import _comfy
 from rerender_video.nodes import video as video_nodes
+from rerender_video.tests.video_data import cut_short_faststart_mp4
 from rerender_video.videoio.info import VideoInfo
 
+ROOT = Path(__file__).resolve().parents[1]
 NODES = (video_nodes.RerenderLoadVideo, video_nodes.RerenderLoadVideoPath, video_nodes.RerenderSaveVideo)
 
 
@@ -134,3 +141,78 @@ def test_save_video_node_rejects_prefix_outside_output(folders):
 def test_save_video_node_rejects_non_image(folders):
     with pytest.raises(ValueError, match="^images: Expected"):
         video_nodes.RerenderSaveVideo().save("frames", 24.0)
+
+
+# ------------------------------------------------------------------------------ damaged input, bad output
+
+def test_load_video_node_refuses_a_file_cut_short(folders):
+    input_dir, _ = folders
+    cut_short_faststart_mp4(input_dir / "cut.mp4", frames=40, decodable=4)
+    for node, name in ((video_nodes.RerenderLoadVideo(), "cut.mp4"),
+                       (video_nodes.RerenderLoadVideoPath(), str(input_dir / "cut.mp4"))):
+        with pytest.raises(InputError, match=r"^video: .*the data stops after frame 3: 4 of the 40 frames"):
+            node.load(name)
+    images = video_nodes.RerenderLoadVideo().load("cut.mp4", frame_load_cap=4)[0]
+    assert images.shape[0] == 4
+
+
+def test_load_video_node_cap_past_the_end_loads_what_there_is(folders):
+    images, _, count, _, info = video_nodes.RerenderLoadVideo().load("Megamind.avi", frame_load_cap=50,
+                                                                     skip_first_frames=265)
+    assert count == 5 and list(info.frame_indices) == list(range(265, 270))
+
+
+def test_save_video_node_refuses_nan_frames_naming_them(folders):
+    _, output_dir = folders
+    images = torch.rand(6, 16, 16, 3)
+    images[4, 0, 0, 1] = float("nan")
+    with pytest.raises(InputError, match=r"^images: Expected finite values .* NaN or infinity in frame 4\."):
+        video_nodes.RerenderSaveVideo().save(images, 24.0, "rerender/nan")
+    assert not any(output_dir.rglob("*.mp4"))
+
+
+def test_save_video_node_write_error_names_the_widget(folders):
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, hard))
+    try:
+        with pytest.raises(OutputError, match=r"^filename_prefix: Expected a folder where the file can be written, "
+                                              r"Got: .*clip_00001_\.mp4 \(File too large\)"):
+            video_nodes.RerenderSaveVideo().save(torch.rand(30, 64, 96, 3), 24.0, "rerender/clip")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+SAVE_READ_ONLY = r"""
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from rerender_cli import load_pack
+load_pack()
+import torch
+from rerender_video.nodes import _comfy
+from rerender_video.nodes.video import RerenderSaveVideo
+
+_comfy.output_directory = lambda: Path(sys.argv[2])
+print("validate:", RerenderSaveVideo.VALIDATE_INPUTS("rerender/clip"))
+try:
+    RerenderSaveVideo().save(torch.rand(2, 16, 16, 3), 24.0, "rerender/clip")
+except Exception as error:
+    print(f"save: {type(error).__name__}: {error}")
+"""
+
+
+def test_save_video_node_refuses_a_read_only_output_folder_at_queue_time(read_only_dir):
+    """VALIDATE_INPUTS runs when the prompt is queued, before any node of the workflow runs."""
+    folder, prefix = read_only_dir
+    result = subprocess.run([*prefix, sys.executable, "-c", SAVE_READ_ONLY, str(ROOT), str(folder)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    validate, save = result.stdout.splitlines()
+    assert validate.startswith(f"validate: filename_prefix: Expected a folder where the file can be written, Got: "
+                               f"{folder} (")
+    assert save.startswith("save: OutputError: filename_prefix: Expected a folder where the file can be written")
+
+
+def test_save_video_node_validates_a_writable_output_folder(folders):
+    assert video_nodes.RerenderSaveVideo.VALIDATE_INPUTS("rerender/new/sub/clip") is True
+    assert not (folders[1] / "rerender").exists()  # the check creates no folder

@@ -9,10 +9,18 @@ or no audio.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -20,15 +28,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rerender_video.common.errors import InputError
+from rerender_video.common.errors import InputError, OutputError
+from rerender_video.tests.video_data import cut_short_faststart_mp4
 from rerender_video.videoio import reader, writer
 from rerender_video.videoio.info import VideoInfo
 from rerender_video.videoio.rate import exact_fps
 from rerender_video.videoio.reader import estimate_frame_count, iter_frames, load_frames, probe
 from rerender_video.videoio.selection import select_indices
 from rerender_video.videoio.sizing import plan_size
-from rerender_video.videoio.writer import save_video
+from rerender_video.videoio.writer import rgb_to_yuv420, save_video
 
+ROOT_DIR = Path(__file__).resolve().parents[1]
 MEGAMIND_FPS = Fraction(24000, 1001)
 CLIP_FPS = Fraction(24)
 TONE_HZ = 440
@@ -423,11 +433,17 @@ def test_skip_past_the_end_of_a_container_without_frame_count(clips):
         load_frames(clips["pcm"], skip_first_frames=60)
 
 
-def test_cap_past_the_end(clips):
-    with pytest.raises(InputError, match=r"^frame_load_cap: Expected at most the 8 frames .* Got: 20\."):
-        load_frames(clips["tone"], skip_first_frames=40, frame_load_cap=20)
+def test_cap_past_the_end_loads_the_frames_there_are_with_a_note(clips, caplog):
+    """As the node's tooltip and the CLI's help say ("at most N"), and as VideoHelperSuite does."""
+    with caplog.at_level(logging.WARNING):
+        video = load_frames(clips["tone"], skip_first_frames=40, frame_load_cap=20)
+    assert grey_index(video.images) == list(range(40, 48))
+    assert video.info.frame_indices == tuple(range(40, 48)) and video.info.source_frame_count == 48
+    assert "frame_load_cap 20 is past the end of tone.mp4: loaded the 8 frames there are" in caplog.text
+    caplog.clear()
     assert grey_index(load_frames(clips["tone"], skip_first_frames=40, frame_load_cap=8).images) == list(
         range(40, 48))
+    assert "past the end" not in caplog.text
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -490,3 +506,153 @@ def test_video_info_round_trips_to_plain_values(clips):
 def test_module_api_names():
     assert callable(reader.load_frames) and callable(reader.iter_frames) and callable(reader.probe)
     assert callable(writer.save_video)
+
+
+# ------------------------------------------------------------------------------- damaged and bad input
+
+def test_cut_short_faststart_mp4_names_the_last_decoded_frame(tmp_path):
+    """Threaded decoding drops FFmpeg's error for the torn packet; the declared frame count tells."""
+    path = cut_short_faststart_mp4(tmp_path / "cut.mp4", frames=40, decodable=4)
+    assert probe(path).source_frame_count == 40
+    message = (r"^video: Expected a video that decodes to the end, Got: the data stops after frame 3: 4 of the 40 "
+               r"frames the container declares \(0\.17 of 1\.67 s\)\. Fixes: \(1\) copy or download the file again "
+               r".*load at most 4 frames with frame_load_cap")
+    with pytest.raises(InputError, match=message):
+        load_frames(path)
+    with pytest.raises(InputError, match=message):
+        list(iter_frames(path))
+    with pytest.raises(InputError, match=message):
+        load_frames(path, frame_load_cap=10)
+    assert load_frames(path, frame_load_cap=4).frame_count == 4  # the whole frames before the cut load
+
+
+def test_whole_faststart_mp4_loads_every_frame(tmp_path):
+    """The completeness check does not fire on a whole file with its index at the front."""
+    with av.open(str(tmp_path / "whole.mp4"), "w", options={"movflags": "faststart"}) as output:
+        stream = output.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for index in range(12):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 96, 3), 20 + 4 * index, np.uint8), format="rgb24")
+            frame.pts = index
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
+    assert grey_index(load_frames(tmp_path / "whole.mp4").images) == list(range(12))
+
+
+def test_nan_and_inf_frames_are_refused_naming_the_frames(tmp_path):
+    images = torch.rand(9, 16, 16, 3)
+    images[2, 3, 4, 0] = float("nan")
+    images[5] = float("inf")
+    images[7, 0, 0, 2] = -float("inf")
+    with pytest.raises(InputError, match=r"^images: Expected finite values in \[0,1\], Got: NaN or infinity in "
+                                         r"frames 2, 5, 7\. Fixes: .*replace or drop those frames"):
+        save_video(images, tmp_path / "nan.mp4", 24)
+    frames = [np.zeros((16, 16, 3), np.float32), np.full((16, 16, 3), np.nan, np.float32)]
+    with pytest.raises(InputError, match=r"^images: .*NaN or infinity in frame 1\."):
+        save_video(iter(frames), tmp_path / "nan.mp4", 24)
+    assert list(tmp_path.iterdir()) == []
+
+
+WRITE_SLOWLY = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from rerender_cli import load_pack
+load_pack()
+import numpy as np
+from rerender_video.videoio.writer import save_video
+
+def frames():
+    for index in range(2000):
+        yield np.full((64, 96, 3), index % 256, np.uint8)
+        time.sleep(0.02)
+
+save_video(frames(), sys.argv[2], 24)
+"""
+
+
+def _parts(folder):
+    return sorted(path.name for path in folder.iterdir() if ".part" in path.name)
+
+
+def test_partial_file_of_a_killed_save_is_removed_by_the_next_save(tmp_path):
+    output = tmp_path / "out.mp4"
+    writer = subprocess.Popen([sys.executable, "-c", WRITE_SLOWLY, str(ROOT_DIR), str(output)])
+    try:
+        deadline = time.monotonic() + 120
+        while not _parts(tmp_path) and time.monotonic() < deadline and writer.poll() is None:
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    stale = _parts(tmp_path)
+    assert len(stale) == 1 and not output.exists()  # kill -9: no cleanup ran
+    # a partial file being written right now by someone else, and another output's: both stay
+    busy = tmp_path / ".out.busy0000.part.mp4"
+    busy.write_bytes(b"x")
+    other = tmp_path / ".out.take2.k3j4h5g6.part.mp4"  # of "out.take2.mp4"
+    other.write_bytes(b"x")
+    holder = os.open(busy, os.O_RDWR)
+    try:
+        import fcntl
+
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        save_video(torch.rand(3, 16, 16, 3), output, 24)
+    finally:
+        os.close(holder)
+    assert output.is_file()
+    assert _parts(tmp_path) == sorted([busy.name, other.name])
+
+
+def test_write_errors_name_the_path_and_the_reason(tmp_path):
+    """An I/O error while encoding (here: the file-size limit) comes out in the pack's format, not as OSError."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (48 * 1024, hard))
+    try:
+        with pytest.raises(OutputError) as caught:
+            save_video(torch.rand(40, 64, 96, 3, generator=torch.Generator().manual_seed(0)), tmp_path / "big.mp4",
+                       24, path_name="output")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(caught.value) == (
+        f"output: Expected a folder where the file can be written, Got: {tmp_path / 'big.mp4'} (File too large). "
+        "Fixes: (1) write to a drive that takes larger files (FAT32 stops at 4 GiB). (2) save the video in parts.")
+    assert list(tmp_path.iterdir()) == []
+
+
+ENCODE = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+if sys.argv[4] == "one-cpu":  # x264 used to cut frames into one slice per CPU it may run on
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from rerender_cli import load_pack
+load_pack()
+from rerender_video.videoio.reader import load_frames
+from rerender_video.videoio.writer import save_video
+
+video = load_frames(sys.argv[2], frame_load_cap=48, skip_first_frames=30, custom_width=360)
+save_video(video.images, sys.argv[3], video.fps, audio_source=video.info, metadata={"prompt": {"seed": 1}})
+"""
+
+
+def test_same_frames_give_byte_identical_files_in_two_processes(megamind_path, tmp_path):
+    digests = []
+    for run, cpus in enumerate(("all-cpus", "one-cpu", "all-cpus")):
+        output = tmp_path / f"run{run}.mp4"
+        subprocess.run([sys.executable, "-c", ENCODE, str(ROOT_DIR), str(megamind_path), str(output), cpus],
+                       check=True, timeout=300)
+        digests.append(hashlib.sha256(output.read_bytes()).hexdigest())
+    assert digests[0] == digests[1] == digests[2]
+    with av.open(str(tmp_path / "run0.mp4")) as container:  # a real video, with the copied audio
+        assert container.streams.video[0].frames == 48 and len(container.streams.audio) == 1
+
+
+def test_rgb_to_yuv420_is_bt709_limited_range():
+    colours = {(255, 0, 0): (63, 102, 240), (0, 255, 0): (173, 42, 26), (0, 0, 255): (32, 240, 118),
+               (0, 0, 0): (16, 128, 128), (255, 255, 255): (235, 128, 128)}  # FFmpeg's swscale gives the same
+    for rgb, yuv in colours.items():
+        planes = rgb_to_yuv420(np.full((4, 6, 3), rgb, np.uint8)).ravel()
+        assert (planes[0], planes[24], planes[30]) == yuv
+    block = np.array([[[200, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0]]], np.uint8)  # chroma of the block mean
+    mean = np.full((2, 2, 3), [50, 0, 0], np.uint8)
+    assert rgb_to_yuv420(block).ravel()[4:].tolist() == rgb_to_yuv420(mean).ravel()[4:].tolist()

@@ -34,7 +34,7 @@ import av
 import numpy as np
 import torch
 
-from ..common.errors import InputError, input_error
+from ..common.errors import InputError, NodeFix, input_error
 from ..common.memory import check_allocation
 from .audio import audio_track, read_audio
 from .info import VideoInfo
@@ -48,6 +48,9 @@ LOG = logging.getLogger(__name__)
 GROW_STEP = 16
 #: Frames of look-ahead used to put shuffled frame timestamps back in order.
 REORDER_DEPTH = 4
+#: Frames a decode may fall short of the container's count (and frame periods of its duration)
+#: before the file counts as cut short: headers of real files are off by a frame or two.
+TRUNCATION_SLACK = 2
 #: Threads converting decoded frames to float32 while the main thread decodes.
 CONVERT_THREADS = 2
 #: Frames queued for conversion at most (each holds one decoded frame).
@@ -85,8 +88,9 @@ def _open(path: str | os.PathLike, name: str = "video") -> tuple[Path, av.contai
     file = Path(path).expanduser()
     if not file.is_file():
         raise input_error(name, "an existing video file", str(file),
-                          ["check the path (absolute, or relative to ComfyUI's input folder)",
-                           "upload the video with Rerender Load Video's upload button"])
+                          ["check the path (absolute, or relative to the current folder)",
+                           NodeFix("put the video in ComfyUI's input folder, or upload it with Rerender Load "
+                                   "Video's upload button")])
     try:
         container = av.open(str(file))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
@@ -169,6 +173,10 @@ class _Decoder:
     previous time plus one frame period. After iteration, ``decoded`` is the number of frames
     decoded and ``reached_end`` tells whether the stream was read to its end (then ``decoded``
     is the exact frame count).
+
+    A stream that ends well before the frame count and duration its container declares raises
+    :class:`InputError` at the end (a file cut short: threaded decoding drops the error FFmpeg
+    raises for the torn last packet, so the count is what tells).
     """
 
     def __init__(self, container, fps: Fraction) -> None:
@@ -178,6 +186,7 @@ class _Decoder:
         self.period = 1 / fps
         self.decoded = 0
         self.reached_end = False
+        self._first: Fraction | None = None
         self._last: Fraction | None = None
 
     def __iter__(self):
@@ -199,12 +208,32 @@ class _Decoder:
                                "load fewer frames with frame_load_cap"]) from None
         while waiting:
             yield self._stamp(times), waiting.popleft()
+        self._check_complete()
         self.reached_end = True
+
+    def _check_complete(self) -> None:
+        """Raise if the decode stopped well short of the container's declared frame count and duration."""
+        declared = int(self.stream.frames or 0)
+        if not declared or self.decoded >= declared - TRUNCATION_SLACK:
+            return
+        duration = float(self.stream.duration * self.stream.time_base) if self.stream.duration else 0.0
+        span = float(self._last - self._first + self.period) if self._last is not None else 0.0
+        if duration and span >= duration - TRUNCATION_SLACK * float(self.period):
+            return  # the timestamps reach the end: frames were merged or dropped, nothing is missing
+        last = f"frame {self.decoded - 1}" if self.decoded else "no frame"
+        raise input_error("video", "a video that decodes to the end",
+                          f"the data stops after {last}: {self.decoded} of the {declared} frames the container "
+                          f"declares" + (f" ({span:.2f} of {duration:.2f} s)" if duration else ""),
+                          ["copy or download the file again (it was cut short)",
+                           f"load at most {self.decoded} frames with frame_load_cap"] if self.decoded else
+                          ["copy or download the file again (it was cut short)"])
 
     def _stamp(self, times: list[Fraction]) -> Fraction:
         time = heapq.heappop(times) if times else None
         if time is None or (self._last is not None and time <= self._last):
             time = Fraction(0) if self._last is None else self._last + self.period
+        if self._first is None:
+            self._first = time
         self._last = time
         return time
 
@@ -387,7 +416,8 @@ def _memory_fixes(count: int, selection: Selection, plan: SizePlan) -> list[str]
     width, height = plan.output
     return [f"set frame_load_cap to load fewer than {count} frames and process the video in parts "
             "(skip_first_frames + frame_load_cap)",
-            f"raise select_every_nth (now {selection.select_every_nth}) or set a lower force_rate",
+            f"raise select_every_nth (now {selection.select_every_nth})",
+            "set a lower force_rate",
             f"set custom_width / custom_height below {width}x{height}"]
 
 
@@ -398,8 +428,8 @@ def load_frames(path: str | os.PathLike, frame_load_cap: int = 0, skip_first_fra
 
     Args:
         path: the video file.
-        frame_load_cap: number of frames to load; 0 loads all. A cap past the end of the video
-            is an error (the message says how many frames the selection has).
+        frame_load_cap: load at most this many frames; 0 loads all. A cap past the end loads the
+            frames there are, with a warning on the log (as VideoHelperSuite).
         skip_first_frames: frames skipped at the start (counted at ``force_rate`` when set).
         select_every_nth: keep every n-th frame after the skipped ones (1 = all).
         force_rate: resample to this many fps by timestamps (nearest frame); 0 keeps the rate.
@@ -415,8 +445,8 @@ def load_frames(path: str | os.PathLike, frame_load_cap: int = 0, skip_first_fra
 
     Raises:
         InputError: missing file; a file that is not a video; invalid widget values; a selection
-            with no frames (``skip_first_frames`` past the end); ``frame_load_cap`` past the end;
-            ``size_multiple`` larger than the
+            with no frames (``skip_first_frames`` past the end); a file cut short or damaged
+            (the message names the last frame decoded); ``size_multiple`` larger than the
             frame; not enough memory for the batch (the message says how many frames fit and
             which widgets to change).
     """
@@ -449,10 +479,8 @@ def load_frames(path: str | os.PathLike, frame_load_cap: int = 0, skip_first_fra
         images = batch.result()
         source_count = decoder.decoded if decoder.reached_end else info.source_frame_count
     if selection.frame_load_cap and len(indices) < selection.frame_load_cap:
-        raise input_error("frame_load_cap", f"at most the {len(indices)} frames the selection has",
-                          selection.frame_load_cap,
-                          [f"set frame_load_cap to {len(indices)} or to 0 (all frames)",
-                           "lower skip_first_frames or select_every_nth to select more frames"])
+        LOG.warning("video: frame_load_cap %d is past the end of %s: loaded the %d frames there are",
+                    selection.frame_load_cap, file.name, len(indices))
     info = replace(info, source_frame_count=source_count, loaded_fps=selection.loaded_fps(info.source_fps),
                    output_width=width, output_height=height, frame_indices=tuple(indices),
                    start_time=start_time)

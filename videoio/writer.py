@@ -14,8 +14,18 @@ If both are given, ``audio_source`` wins when its source has an audio track.
 
 The file is written under a temporary name in the target folder and renamed when complete
 (:func:`common.cache.atomic_path`): an exception while writing, e.g. from a frame generator,
-leaves no partial file. ``yuv420p`` needs even sizes: odd widths/heights are padded by one pixel
-(the last row/column repeated), with a warning.
+leaves no partial file, and a partial file left by a killed run is removed by the next save of the
+same path. An unwritable folder or a full disk raises :class:`~common.errors.OutputError`
+(where, why, the fix). ``yuv420p`` needs even sizes: odd widths/heights are padded by one pixel
+(the last row/column repeated), with a warning. Frames holding NaN or infinity are refused.
+
+Reproducible files: the bytes written are a function of the frames, the settings (fps, crf,
+preset, audio, metadata) and the PyAV build (its FFmpeg and x264 versions), on any machine:
+RGB → Y'CbCr 4:2:0 is integer arithmetic here (:func:`rgb_to_yuv420`, not FFmpeg's swscale,
+whose SIMD paths differ between CPUs), and x264 runs with a fixed number of frame threads
+(:data:`X264_THREADS`; by default x264 cuts each frame into one slice per CPU core, so the file
+depended on the machine and on the process's CPU affinity). AAC-encoded audio is made by FFmpeg's
+floating-point encoder and is reproducible on the same machine only; copied audio is exact.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import numpy as np
 import torch
 
 from ..common.cache import atomic_path
-from ..common.errors import RerenderError, input_error
+from ..common.errors import InputError, RerenderError, input_error, write_error
 from .audio import MP4_COPYABLE_CODECS, AudioCopy, AudioEncode, check_audio, read_audio
 from .info import VideoInfo
 from .rate import exact_fps
@@ -45,7 +55,19 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 CHUNK = 16
 #: BT.709 in FFmpeg's colour enums (AVCOL_SPC / AVCOL_PRI / AVCOL_TRC) and limited ("tv") range.
 BT709, TV_RANGE = 1, 1
-#: Permissions of a saved video (readable by others, like files ComfyUI writes).
+#: x264 frame threads, fixed so that the bitstream does not depend on the machine's core count.
+X264_THREADS = 4
+#: BT.709 limited-range R'G'B' → Y'CbCr rows (Rec. ITU-R BT.709-6 item 3.2-3.5), in 1/2^16 units, for
+#: 8-bit R'G'B' in [0, 255]: Y' = 16 + 219·E'Y/255, Cb = 128 + 224·E'Cb/255, Cr = 128 + 224·E'Cr/255.
+_FIXED_SHIFT = 16
+_KR, _KB = 0.2126, 0.0722
+_YUV_ROWS = np.array([
+    [219 * _KR, 219 * (1 - _KR - _KB), 219 * _KB],
+    [-224 * _KR / (2 - 2 * _KB), -224 * (1 - _KR - _KB) / (2 - 2 * _KB), 112.0],
+    [112.0, -224 * (1 - _KR - _KB) / (2 - 2 * _KR), -224 * _KB / (2 - 2 * _KR)],
+]) / 255 * (1 << _FIXED_SHIFT)
+_YUV_FIXED = np.rint(_YUV_ROWS).astype(np.int64)
+_HALF = 1 << (_FIXED_SHIFT - 1)
 
 
 def _uint8(frame: object, index: int) -> np.ndarray:
@@ -64,7 +86,29 @@ def _uint8(frame: object, index: int) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.floating):
         raise input_error("images", "float frames in [0,1] or uint8 frames", f"frame {index} of dtype {array.dtype}",
                           "convert the frames with .float() / 255 or .astype(np.uint8)")
+    if not np.isfinite(array).all():
+        raise _not_finite([index])
     return np.rint(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _not_finite(indices: list[int]) -> InputError:
+    shown = ", ".join(map(str, indices[:20])) + (f", … ({len(indices)} frames)" if len(indices) > 20 else "")
+    return input_error("images", "finite values in [0,1]", f"NaN or infinity in frame{'s' if len(indices) > 1 else ''} "
+                       f"{shown}", ["find the node that made them (a NaN often comes from a VAE decode in fp16: "
+                                    "try --fp32-vae or a fixed VAE)", "replace or drop those frames before saving"])
+
+
+def _check_finite(images: torch.Tensor) -> None:
+    """Raise naming every frame of an IMAGE batch that holds NaN or ±inf (checked in chunks)."""
+    if not images.is_floating_point():
+        return
+    bad = []
+    for start in range(0, images.shape[0], CHUNK):
+        chunk = images[start:start + CHUNK, ..., :3]
+        rows = (~torch.isfinite(chunk)).flatten(1).any(dim=1)
+        bad.extend(start + int(row) for row in rows.nonzero().flatten())
+    if bad:
+        raise _not_finite(bad)
 
 
 def _frames(images: object) -> Iterator[np.ndarray]:
@@ -73,6 +117,7 @@ def _frames(images: object) -> Iterator[np.ndarray]:
         if images.ndim != 4 or images.shape[-1] not in (3, 4):
             raise input_error("images", "an IMAGE tensor [N,H,W,3]", list(images.shape),
                               "connect an IMAGE output (e.g. Rerender Load Video)")
+        _check_finite(images)
         for start in range(0, images.shape[0], CHUNK):
             chunk = images[start:start + CHUNK, ..., :3]
             if chunk.is_floating_point():
@@ -103,9 +148,35 @@ def _video_stream(output, rate: Fraction, width: int, height: int, crf: int, pre
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.options = {"crf": str(crf), "preset": preset}
     context = stream.codec_context
+    context.thread_count, context.thread_type = X264_THREADS, "FRAME"
     context.colorspace = context.color_primaries = context.color_trc = BT709
     context.color_range = TV_RANGE
     return stream
+
+
+def rgb_to_yuv420(pixels: np.ndarray) -> np.ndarray:
+    """Convert RGB to BT.709 limited-range Y'CbCr 4:2:0 in integer arithmetic (the same bytes on every CPU).
+
+    Chroma is computed from the mean R'G'B' of each 2×2 block (centred siting), rounded to nearest.
+
+    Args:
+        pixels: uint8 ``[H,W,3]`` R'G'B', ``H`` and ``W`` even.
+
+    Returns:
+        uint8 ``[H*3/2, W]``: the Y' plane, then Cb and Cr (``H/2 × W/2`` each), as
+        ``av.VideoFrame.from_ndarray(..., format="yuv420p")`` takes them.
+
+    Example:
+        >>> rgb_to_yuv420(np.full((2, 2, 3), 255, np.uint8)).ravel().tolist()  # white: Y' 235, Cb = Cr = 128
+        [235, 235, 235, 235, 128, 128]
+    """
+    height, width = pixels.shape[:2]
+    rgb = pixels.astype(np.int64)
+    luma = (rgb @ _YUV_FIXED[0] + _HALF >> _FIXED_SHIFT) + 16
+    blocks = rgb.reshape(height // 2, 2, width // 2, 2, 3).sum(axis=(1, 3))  # 4 × the block mean
+    chroma = (blocks @ _YUV_FIXED[1:].T + (_HALF << 2) >> (_FIXED_SHIFT + 2)) + 128
+    planes = (luma.ravel(), chroma[..., 0].ravel(), chroma[..., 1].ravel())
+    return np.clip(np.concatenate(planes), 0, 255).astype(np.uint8).reshape(height * 3 // 2, width)
 
 
 def _audio_writer(output, audio: Mapping | None, audio_source: VideoInfo | None, rate: Fraction):
@@ -138,7 +209,7 @@ def _audio_writer(output, audio: Mapping | None, audio_source: VideoInfo | None,
 def save_video(images: torch.Tensor | Iterable, path: str | os.PathLike, fps: float | Fraction, crf: int = 19,
                audio: Mapping | None = None, audio_source: VideoInfo | None = None,
                metadata: Mapping[str, object] | None = None, preset: str = "medium",
-               progress: Callable[..., None] | None = None) -> Path:
+               progress: Callable[..., None] | None = None, path_name: str = "path") -> Path:
     """Encode frames to an H.264 ``yuv420p`` MP4 (atomically), with optional audio.
 
     Args:
@@ -154,13 +225,18 @@ def save_video(images: torch.Tensor | Iterable, path: str | os.PathLike, fps: fl
             not strings are stored as JSON.
         preset: x264 speed preset (``"medium"`` default; slower = smaller file).
         progress: optional ``progress(done_frames)`` callback.
+        path_name: the input that chose ``path``, named in an :class:`OutputError` (``"output"``
+            on the command line, ``"filename_prefix"`` on the node).
 
     Returns:
         ``Path(path)``, complete.
 
     Raises:
-        InputError: no frames, frames of different sizes or types, invalid fps/crf/preset,
+        InputError: no frames, frames of different sizes or types, frames holding NaN or infinity
+            (all their indices for a tensor; the first for an iterable), invalid fps/crf/preset,
             invalid audio, or a ``video_info`` whose source file is gone. Any error leaves no file.
+        OutputError: the file cannot be written (read-only or missing permission, disk full): the
+            message names ``path_name``, the folder and the reason.
     """
     rate = exact_fps(fps)
     _check_settings(crf, preset)
@@ -175,6 +251,20 @@ def save_video(images: torch.Tensor | Iterable, path: str | os.PathLike, fps: fl
                     width, height, width + pad_width, height + pad_height,
                     "row and column" if pad_height and pad_width else "row" if pad_height else "column")
     target = Path(path)
+    try:
+        _write(target, itertools.chain([first], frames), (width, height), rate, int(crf), preset, audio,
+               audio_source, metadata, progress)
+    except OSError as error:
+        raise write_error(path_name, target, error) from error
+    return target
+
+
+def _write(target: Path, frames: Iterator[np.ndarray], size: tuple[int, int], rate: Fraction, crf: int,
+           preset: str, audio: Mapping | None, audio_source: VideoInfo | None,
+           metadata: Mapping[str, object] | None, progress: Callable[..., None] | None) -> None:
+    """Encode ``frames`` (uint8 ``[H,W,3]`` of ``size`` = (W, H)) into ``target`` (see :func:`save_video`)."""
+    width, height = size
+    pad_height, pad_width = height % 2, width % 2
     with atomic_path(target) as temp:
         output = av.open(str(temp), mode="w", options={"movflags": "use_metadata_tags"})
         sound = None
@@ -182,18 +272,17 @@ def save_video(images: torch.Tensor | Iterable, path: str | os.PathLike, fps: fl
         try:
             for key, value in (metadata or {}).items():
                 output.metadata[str(key)] = value if isinstance(value, str) else json.dumps(value)
-            stream = _video_stream(output, rate, width + pad_width, height + pad_height, int(crf), preset)
+            stream = _video_stream(output, rate, width + pad_width, height + pad_height, crf, preset)
             sound = _audio_writer(output, audio, audio_source, rate)
             count = 0
-            for pixels in itertools.chain([first], frames):
+            for pixels in frames:
                 if pixels.shape[:2] != (height, width):
                     raise input_error("images", f"frames of one size ({width}x{height})",
                                       f"frame {count} of {pixels.shape[1]}x{pixels.shape[0]}",
                                       "resize all frames to one size before saving")
                 if pad_height or pad_width:
                     pixels = np.pad(pixels, ((0, pad_height), (0, pad_width), (0, 0)), mode="edge")
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
-                frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG")
+                frame = av.VideoFrame.from_ndarray(rgb_to_yuv420(pixels), format="yuv420p")
                 frame.pts = count
                 output.mux(stream.encode(frame))
                 count += 1
@@ -213,4 +302,3 @@ def save_video(images: torch.Tensor | Iterable, path: str | os.PathLike, fps: fl
             except av.error.FFmpegError:
                 if not failed:
                     raise
-    return target

@@ -101,6 +101,20 @@ def numba_kernels() -> ModuleType:
     return sys.modules[KERNEL_MODULE]
 
 
+def kernels_cached() -> bool:
+    """True when numba's disk cache holds up-to-date machine code for the kernels; ``False`` means
+    the next synthesis compiles them (15–30 s, once per install and kernel source).
+
+    Any cached kernel counts: the first synthesis compiles the ones it launches together (a kernel
+    that only some options call compiles later, in a second or two).
+    """
+    try:
+        return any(kernel._cache._cache_file._load_index()  # numba's index; empty when missing or stale
+                   for kernel in vars(numba_kernels()).values() if hasattr(kernel, "_cache"))
+    except (AttributeError, OSError):  # another numba layout: say nothing rather than guess
+        return True
+
+
 def pass_key(seed: int, level: int, iteration: int, pm_iteration: int) -> int:
     """Random-generator key of one pass (ALGORITHM.md §3, §6.4), on Python ints, for every backend.
 
