@@ -54,7 +54,8 @@ def _check_pairs(pairs: Sequence[tuple[int, int]], frame_count: int) -> list[tup
 
 
 def _check_disk(pair_count: int, height: int, width: int) -> None:
-    check_free_space(pair_count * height * width * 4 * (2 + 2 + 1 + 1), "flows", f"{pair_count} pairs at {width}x{height}")
+    check_free_space(pair_count * height * width * 4 * (2 + 2 + 1 + 1), "flows",
+                     f"{pair_count} pairs at {width}x{height}")
 
 
 def flow_cache_key(video_key: str, pairs: Sequence[tuple[int, int]], backend: FlowBackend,

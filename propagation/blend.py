@@ -248,7 +248,8 @@ class Flows(Protocol):
 
 def blend_segment(candidates: Candidates, flow: Flows, previous_key: int | None, next_key: int | None,
                   frames: Sequence[int], histogram: bool = True, poisson: bool = False,
-                  poisson_weights: tuple[float, float, float] = GRADIENT_WEIGHTS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                  poisson_weights: tuple[float, float, float] = GRADIENT_WEIGHTS
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Blend the frames of one segment between keyframes, in order (the per-segment step of :func:`blend_video`).
 
     Frame numbers are those of ``candidates`` and ``flow`` (the whole video's, or a segment's own),

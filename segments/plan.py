@@ -104,10 +104,13 @@ def plan_segments(keyframes: Keyframes, direction: str = "both") -> list[Segment
 
     Example:
         >>> from rerender_video.common.keyframes import Keyframes
-        >>> [s.describe() for s in plan_segments(Keyframes((2, 6), 9))]
-        ['frames 0-1 (keyframes -, 2; backward)', 'frames 3-5 (keyframes 2, 6; backward + forward)', 'frames 7-8 (keyframes 6, -; forward)']
-        >>> plan_segments(Keyframes((2, 6), 9))[1].loaded, plan_segments(Keyframes((2, 6), 9))[1].chains[0].targets
-        (range(2, 7), (3, 2, 1))
+        >>> plans = plan_segments(Keyframes((2, 6), 9))
+        >>> for plan in plans: print(plan.describe())
+        frames 0-1 (keyframes -, 2; backward)
+        frames 3-5 (keyframes 2, 6; backward + forward)
+        frames 7-8 (keyframes 6, -; forward)
+        >>> plans[1].loaded, plans[1].chains[0].targets, plans[2].streamed
+        (range(2, 7), (3, 2, 1), True)
     """
     chains = plan_chains(keyframes, direction)
     positions = {key: position for position, key in enumerate(keyframes.indices)}

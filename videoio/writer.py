@@ -77,7 +77,8 @@ def check_output_path(path: str | os.PathLike, name: str = "output") -> Path:
         raise input_error(name, f"a video file name ending in {', '.join(VIDEO_SUFFIXES)}", str(target),
                           f"name the output e.g. {target.stem or 'output'}.mp4")
     if target.is_dir():
-        raise input_error(name, "a file path", f"{target} (a folder)", f"give a file name, e.g. {target / 'output.mp4'}")
+        raise input_error(name, "a file path", f"{target} (a folder)",
+                          f"give a file name, e.g. {target / 'output.mp4'}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, probe_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".probe", dir=target.parent)
