@@ -95,6 +95,25 @@ def content_key(*parts: object) -> str:
     return hasher.hexdigest()
 
 
+def check_free_space(needed: int, what: str, got: str) -> None:
+    """Raise before long work when ``needed`` bytes would not fit on the cache disk (90 % of its free space).
+
+    Args:
+        needed: bytes the work will store.
+        what: what is stored, e.g. ``"flows"``.
+        got: the amount in the user's terms, e.g. ``"269 pairs at 360x264"``.
+
+    Raises:
+        InputError: naming the sizes and the fixes (free space, ``RERENDER_CACHE_DIR``, fewer or smaller frames).
+    """
+    free = shutil.disk_usage(cache_root()).free
+    if needed > free * 0.9:
+        raise input_error("frames", f"{what} that fit on the cache disk ({free / 2**30:.1f} GiB free)",
+                          f"{got} needing {needed / 2**30:.1f} GiB",
+                          ["free disk space, or set RERENDER_CACHE_DIR to a larger disk",
+                           "load fewer frames or a smaller size"])
+
+
 def entry_dir(namespace: str, key: str) -> Path:
     """Path of a cache entry (it may not exist yet)."""
     return cache_root() / namespace / key

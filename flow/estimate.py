@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
-import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..common.cache import cache_root, content_key, entry_dir, lookup, new_entry
+from ..common.cache import check_free_space, content_key, entry_dir, lookup, new_entry
 from ..common.checks import check_image_batch, check_indices
 from ..common.errors import input_error
 from .backend import FlowBackend
@@ -55,13 +54,8 @@ def _check_pairs(pairs: Sequence[tuple[int, int]], frame_count: int) -> list[tup
 
 
 def _check_disk(pair_count: int, height: int, width: int) -> None:
-    needed = pair_count * height * width * 4 * (2 + 2 + 1 + 1)
-    free = shutil.disk_usage(cache_root()).free
-    if needed > free * 0.9:
-        raise input_error("frames", f"flows that fit on the cache disk ({free / 2**30:.1f} GiB free)",
-                          f"{pair_count} pairs at {width}x{height} needing {needed / 2**30:.1f} GiB",
-                          ["free disk space, or set RERENDER_CACHE_DIR to a larger disk",
-                           "load fewer frames or a smaller size"])
+    check_free_space(pair_count * height * width * 4 * (2 + 2 + 1 + 1), "flows",
+                     f"{pair_count} pairs at {width}x{height}")
 
 
 def flow_cache_key(video_key: str, pairs: Sequence[tuple[int, int]], backend: FlowBackend,

@@ -39,7 +39,7 @@ direction) output that candidate unchanged.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator, Protocol, Sequence
 
 import cv2
 import numpy as np
@@ -221,30 +221,74 @@ def blend_video(propagation: Propagation, histogram: bool = True, poisson: bool 
     done = len(propagation.keyframes.indices)
 
     for previous_key, next_key, segment in propagation.keyframes.segments():
-        two_sided = (previous_key is not None and next_key is not None
-                     and propagation.has(segment[0], FORWARD) and propagation.has(segment[0], BACKWARD))
-        carried = None
-        for frame in segment:
-            if two_sided:
-                t = time_position(frame, previous_key, next_key)
-                forward, forward_error = propagation.candidate(frame, FORWARD)
-                backward, backward_error = propagation.candidate(frame, BACKWARD)
-                if carried is not None:
-                    flow, occlusion = propagation.flow.between(frame - 1, frame)
-                    carried = carry_selection(carried, flow, occlusion)
-                selection = select_backward(forward_error, backward_error, t, carried)
-                result = blend_frame(forward, backward, selection, t, histogram, poisson, poisson_weights)
-                carried = selection
-            else:
-                direction = FORWARD if propagation.has(frame, FORWARD) else BACKWARD
-                if not propagation.has(frame, direction):
-                    raise input_error("propagation", f"a candidate for frame {frame}", "none",
-                                      "run Rerender EbSynth Propagate on the same frames and keyframes")
-                result = propagation.candidate(frame, direction)[0]
-                selection = np.full((height, width), direction == BACKWARD)
+        blended = blend_segment(propagation, propagation.flow, previous_key, next_key, segment, histogram, poisson,
+                                poisson_weights)
+        for frame, (result, selection) in zip(segment, blended):
             frames[frame] = torch.from_numpy(result)
             selections[frame] = torch.from_numpy(selection.astype(np.float32))
             done += 1
             if progress is not None:
                 progress(done, frames[frame])
     return frames, selections
+
+
+class Candidates(Protocol):
+    """Where :func:`blend_segment` reads each frame's candidates (a PROPAGATION, or the segment engine's)."""
+
+    def has(self, frame: int, direction: str) -> bool: ...
+
+    def candidate(self, frame: int, direction: str) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class Flows(Protocol):
+    """Where :func:`blend_segment` reads the consecutive flows (a FLOW: :class:`~flow.types.FlowPairs`)."""
+
+    def between(self, source: int, target: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def blend_segment(candidates: Candidates, flow: Flows, previous_key: int | None, next_key: int | None,
+                  frames: Sequence[int], histogram: bool = True, poisson: bool = False,
+                  poisson_weights: tuple[float, float, float] = GRADIENT_WEIGHTS
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Blend the frames of one segment between keyframes, in order (the per-segment step of :func:`blend_video`).
+
+    Frame numbers are those of ``candidates`` and ``flow`` (the whole video's, or a segment's own),
+    since only differences to the keyframes enter the blend. A segment with both candidates on its
+    frames is blended (module doc, steps 1–5); otherwise each frame passes its one candidate unchanged.
+
+    Args:
+        candidates: ``has(frame, direction)`` and ``candidate(frame, direction) → (image [H,W,3] float32,
+            error [H,W] float32)``, e.g. a :class:`~propagation.result.Propagation`.
+        flow: ``between(frame - 1, frame)`` for the selection tracking (two-sided segments only).
+        previous_key, next_key: the segment's keyframes (``None`` on an open side).
+        frames: the segment's frames, ascending and consecutive.
+        histogram, poisson, poisson_weights: as :func:`blend_video`.
+
+    Yields:
+        Per frame, ``(image [H,W,3] float32 in [0, 1], selection [H,W] bool)`` (True = backward candidate).
+
+    Raises:
+        InputError: a frame without any candidate, or a consecutive flow pair missing.
+    """
+    two_sided = (previous_key is not None and next_key is not None
+                 and candidates.has(frames[0], FORWARD) and candidates.has(frames[0], BACKWARD))
+    carried = None
+    for frame in frames:
+        if two_sided:
+            t = time_position(frame, previous_key, next_key)
+            forward, forward_error = candidates.candidate(frame, FORWARD)
+            backward, backward_error = candidates.candidate(frame, BACKWARD)
+            if carried is not None:
+                step_flow, occlusion = flow.between(frame - 1, frame)
+                carried = carry_selection(carried, step_flow, occlusion)
+            selection = select_backward(forward_error, backward_error, t, carried)
+            result = blend_frame(forward, backward, selection, t, histogram, poisson, poisson_weights)
+            carried = selection
+        else:
+            direction = FORWARD if candidates.has(frame, FORWARD) else BACKWARD
+            if not candidates.has(frame, direction):
+                raise input_error("propagation", f"a candidate for frame {frame}", "none",
+                                  "run Rerender EbSynth Propagate on the same frames and keyframes")
+            result = candidates.candidate(frame, direction)[0]
+            selection = np.full(result.shape[:2], direction == BACKWARD)
+        yield result, selection

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from ..common.errors import input_error
 
@@ -94,6 +95,31 @@ def read_image(path: Path) -> np.ndarray:
     return rgb.astype(np.float32) / scale
 
 
+def _entries_within(folder: str | Path, interval: int, frame_count: int | None) -> list[tuple[int, Path]]:
+    """:func:`keyframe_files` less those at or past ``frame_count`` (logged); raises if none is left."""
+    entries = keyframe_files(folder, interval)
+    if frame_count is not None:
+        skipped = [index for index, _ in entries if index >= frame_count]
+        entries = [(index, path) for index, path in entries if index < frame_count]
+        if not entries:
+            raise input_error("keyframe_folder", f"keyframes within the {frame_count} loaded frames",
+                              f"frame indices {skipped}", ["load more frames", "check the file names"])
+        if skipped:
+            logger.warning("keyframes %s are past the %d loaded frames and are skipped", skipped, frame_count)
+    return entries
+
+
+def _check_one_size(entries: list[tuple[int, Path]], sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """Raise unless every keyframe has the first one's ``(H, W)``; returns it."""
+    first_size = sizes[0]
+    for (_, path), size in zip(entries, sizes):
+        if size != first_size:
+            raise input_error("keyframe_folder", f"keyframes of one size ({entries[0][1].name}: "
+                              f"{first_size[1]}x{first_size[0]})", f"{path.name}: {size[1]}x{size[0]}",
+                              "resize the keyframes to the size of the video frames")
+    return first_size
+
+
 def load_keyframe_folder(folder: str | Path, interval: int = 0,
                          frame_count: int | None = None) -> tuple[torch.Tensor, list[int]]:
     """Load stylized keyframes and their frame indices (module docstring for the naming rule).
@@ -111,20 +137,60 @@ def load_keyframe_folder(folder: str | Path, interval: int = 0,
         InputError: from :func:`keyframe_files`, an unreadable file, images of different sizes, or no
             keyframe within ``frame_count`` frames.
     """
-    entries = keyframe_files(folder, interval)
-    if frame_count is not None:
-        skipped = [index for index, _ in entries if index >= frame_count]
-        entries = [(index, path) for index, path in entries if index < frame_count]
-        if not entries:
-            raise input_error("keyframe_folder", f"keyframes within the {frame_count} loaded frames",
-                              f"frame indices {skipped}", ["load more frames", "check the file names"])
-        if skipped:
-            logger.warning("keyframes %s are past the %d loaded frames and are skipped", skipped, frame_count)
+    entries = _entries_within(folder, interval, frame_count)
     images = [read_image(path) for _, path in entries]
-    first_size = images[0].shape[:2]
-    for (_, path), image in zip(entries, images):
-        if image.shape[:2] != first_size:
-            raise input_error("keyframe_folder", f"keyframes of one size ({entries[0][1].name}: "
-                              f"{first_size[1]}x{first_size[0]})", f"{path.name}: {image.shape[1]}x{image.shape[0]}",
-                              "resize the keyframes to the size of the video frames")
+    _check_one_size(entries, [image.shape[:2] for image in images])
     return torch.from_numpy(np.stack(images)), [index for index, _ in entries]
+
+
+def resize_keyframe(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a keyframe ``[h,w,3]`` float32 to ``size`` ``(H, W)`` (OpenCV INTER_AREA when shrinking, else
+    INTER_CUBIC; clipped to [0, 1]); returned unchanged when it has that size already."""
+    height, width = size
+    if image.shape[:2] == (height, width):
+        return image
+    interpolation = cv2.INTER_AREA if width < image.shape[1] else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(image, (width, height), interpolation=interpolation), 0.0, 1.0)
+
+
+class KeyframeFolder:
+    """The stylized keyframes of a folder, read one at a time: a sequence of ``[H,W,3]`` float32 tensors.
+
+    For long videos (the segment engine reads each keyframe when its segment runs, so the keyframes of a
+    4,000-frame clip are never all in memory). Same naming rule, skipping and checks as
+    :func:`load_keyframe_folder`, whose images it gives, resized to ``size`` when that is set.
+
+    Args:
+        folder, interval, frame_count: as :func:`load_keyframe_folder`.
+        size: ``(H, W)`` to resize every keyframe to (:func:`resize_keyframe`), or ``None``.
+
+    Attributes:
+        indices: the keyframes' frame indices, ascending.
+        image_size: ``(H, W)`` of the files.
+
+    Raises:
+        InputError: as :func:`load_keyframe_folder` (sizes are read from the file headers).
+    """
+
+    def __init__(self, folder: str | Path, interval: int = 0, frame_count: int | None = None,
+                 size: tuple[int, int] | None = None) -> None:
+        self._entries = _entries_within(folder, interval, frame_count)
+        sizes = []
+        for _, path in self._entries:
+            try:
+                with Image.open(path) as image:
+                    sizes.append((image.height, image.width))
+            except (OSError, ValueError):  # a format Pillow does not read: decode it (or raise naming it)
+                sizes.append(read_image(path).shape[:2])
+        self.image_size = _check_one_size(self._entries, sizes)
+        self.indices = [index for index, _ in self._entries]
+        self.size = tuple(size) if size is not None else None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, position: int) -> torch.Tensor:
+        image = read_image(self._entries[position][1])
+        if self.size is not None:
+            image = resize_keyframe(image, self.size)
+        return torch.from_numpy(image)

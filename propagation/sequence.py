@@ -27,10 +27,9 @@ finished chain and recomputes only the missing ones.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import asdict
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -89,6 +88,65 @@ def _torch(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
+def iter_chain(frame: Callable[[int], np.ndarray], style: torch.Tensor | np.ndarray, key: int,
+               targets: Sequence[int], between: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+               params: SynthesisParams = SynthesisParams(), weights: GuideWeights = GuideWeights(),
+               temporal_nnf_init: bool = True, backend: str = "auto",
+               inpaint_radius: int = INPAINT_RADIUS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Propagate one stylized keyframe along a chain of frames, one frame at a time (a generator).
+
+    The frames and flows are asked for as the chain advances, so a caller can stream them (the
+    segment engine decodes a long one-sided segment in chunks); :func:`propagate_chain` is this
+    over an IMAGE batch and a FLOW.
+
+    Args:
+        frame: ``frame(index)`` → the original frame ``[H,W,3]`` float32 in [0, 1]; called for
+            ``key`` first, then for each target in order.
+        style: ``[H,W,3]`` float32, the stylized keyframe ``key``.
+        key: the keyframe's frame index.
+        targets: frames to synthesize in order; each must be adjacent to the previous one (the first to
+            ``key``), i.e. ``key±1, key±2, …``.
+        between: ``between(previous, target)`` → ``(flow [H,W,2], occlusion [H,W])`` as
+            :meth:`FlowPairs.between` gives them.
+        params, weights, temporal_nnf_init, backend, inpaint_radius: as :func:`propagate_chain`.
+
+    Yields:
+        Per target, ``(image [H,W,3] float32, error [H,W] float32)``: the stylized candidate and its NNF
+        error (read-only: the chain keeps reading the image for the next frame's temporal guide).
+
+    Raises:
+        InputError: a consecutive flow pair along the chain is missing.
+    """
+    key_frame = frame(key)
+    height, width = key_frame.shape[:2]
+    style_array = _numpy(style) if isinstance(style, torch.Tensor) else np.asarray(style, dtype=np.float32)
+    edge_key = edge_image(key_frame) if weights.edge > 0 else None
+    grid = coordinate_grid(height, width)
+    position, previous_output, previous_nnf, previous = grid, style_array, identity_nnf(height, width), key
+    for target in targets:
+        step_flow, occlusion = between(previous, target)
+        target_frame = frame(target)
+        guides = []
+        if weights.colour > 0:
+            guides.append(Guide(_torch(key_frame), _torch(target_frame), weights.colour))
+        if weights.edge > 0:
+            guides.append(Guide(_torch(edge_key), _torch(edge_image(target_frame)), weights.edge))
+        if weights.positional > 0:
+            position = warp_into(position, step_flow, occlusion, inpaint_radius)
+            guides.append(Guide(_torch(grid), _torch(position), weights.positional))
+        if weights.temporal > 0:
+            warped_output = warp_into(previous_output, step_flow, occlusion, inpaint_radius)
+            guides.append(Guide(_torch(style_array), _torch(warped_output), weights.temporal))
+        initial = None
+        if temporal_nnf_init:
+            initial = torch.from_numpy(advect_nnf(previous_nnf, step_flow, (height, width)))
+        result = synthesize(_torch(style_array), guides, params, initial_nnf=initial, backend=backend)
+        previous_output = _numpy(result.image)
+        previous_nnf = result.nnf.detach().cpu().numpy()
+        previous = target
+        yield previous_output, _numpy(result.error)
+
+
 def propagate_chain(frames: torch.Tensor, style: torch.Tensor, key: int, targets: Sequence[int], flow: FlowPairs,
                     params: SynthesisParams = SynthesisParams(), weights: GuideWeights = GuideWeights(),
                     temporal_nnf_init: bool = True, backend: str = "auto", inpaint_radius: int = INPAINT_RADIUS,
@@ -116,38 +174,15 @@ def propagate_chain(frames: torch.Tensor, style: torch.Tensor, key: int, targets
         InputError: a consecutive flow pair along the chain is missing.
     """
     height, width = frames.shape[1:3]
-    key_frame = _numpy(frames[key])
-    style_array = _numpy(style)
-    edge_key = edge_image(key_frame) if weights.edge > 0 else None
-    grid = coordinate_grid(height, width)
-    position, previous_output, previous_nnf, previous = grid, style_array, identity_nnf(height, width), key
     images = np.empty((len(targets), height, width, 3), dtype=np.float16)
     errors = np.empty((len(targets), height, width), dtype=np.float32)
-    for row, target in enumerate(targets):
-        step_flow, occlusion = flow.between(previous, target)
-        target_frame = _numpy(frames[target])
-        guides = []
-        if weights.colour > 0:
-            guides.append(Guide(_torch(key_frame), _torch(target_frame), weights.colour))
-        if weights.edge > 0:
-            guides.append(Guide(_torch(edge_key), _torch(edge_image(target_frame)), weights.edge))
-        if weights.positional > 0:
-            position = warp_into(position, step_flow, occlusion, inpaint_radius)
-            guides.append(Guide(_torch(grid), _torch(position), weights.positional))
-        if weights.temporal > 0:
-            warped_output = warp_into(previous_output, step_flow, occlusion, inpaint_radius)
-            guides.append(Guide(_torch(style_array), _torch(warped_output), weights.temporal))
-        initial = None
-        if temporal_nnf_init:
-            initial = torch.from_numpy(advect_nnf(previous_nnf, step_flow, (height, width)))
-        result = synthesize(_torch(style_array), guides, params, initial_nnf=initial, backend=backend)
-        previous_output = _numpy(result.image)
-        previous_nnf = result.nnf.detach().cpu().numpy()
-        previous = target
-        images[row] = previous_output
-        errors[row] = _numpy(result.error)
+    chain = iter_chain(lambda index: _numpy(frames[index]), style, key, targets, flow.between, params, weights,
+                       temporal_nnf_init, backend, inpaint_radius)
+    for row, (image, error) in enumerate(chain):
+        images[row] = image
+        errors[row] = error
         if on_frame is not None:
-            on_frame(row, result.image)
+            on_frame(row, torch.from_numpy(image))
     return images, errors
 
 
@@ -161,28 +196,42 @@ def chain_key(frames: torch.Tensor, style: torch.Tensor, key: int, targets: Sequ
                              int(inpaint_radius))
 
 
+def check_keyframes(keyframes: Keyframes, image_count: int, frame_count: int) -> None:
+    """Raise unless ``keyframes`` were made for ``frame_count`` frames and there is one image per index.
+
+    Raises:
+        InputError: naming ``keyframe_indices`` (another frame count) or ``keyframes`` (image count).
+    """
+    if keyframes.frame_count != frame_count:
+        raise input_error("keyframe_indices", f"keyframes of a video of {frame_count} frames",
+                          f"keyframes of a video of {keyframes.frame_count} frames",
+                          "select the keyframes on the same frames")
+    if len(keyframes.indices) != image_count:
+        raise input_error("keyframes", f"one stylized image per keyframe index ({len(keyframes.indices)}: "
+                          f"{list(keyframes.indices)})", f"{image_count} images",
+                          ["render or load one image per keyframe index",
+                           "change the keyframe interval or list to match the images"])
+
+
+def check_settings(params: SynthesisParams, weights: GuideWeights) -> None:
+    """Raise for invalid synthesis parameters or guide weights that are all 0 (InputError naming them)."""
+    params.validate()
+    if not any(value > 0 for value in weights.as_dict().values()):
+        raise input_error("guide weights", "at least one guide weight > 0", weights.as_dict(),
+                          "use the defaults: colour 6, edge 0.5, positional 2, temporal 0.5")
+
+
 def _check_inputs(frames: torch.Tensor, keyframe_images: torch.Tensor, keyframes: Keyframes, flow: FlowPairs,
                   params: SynthesisParams, weights: GuideWeights) -> None:
     check_image_batch(frames, "frames")
     check_image_batch(keyframe_images, "keyframes")
     check_same_size(frames, keyframe_images, "frames", "keyframes")
     count = frames.shape[0]
-    if keyframes.frame_count != count:
-        raise input_error("keyframe_indices", f"keyframes of a video of {count} frames",
-                          f"keyframes of a video of {keyframes.frame_count} frames",
-                          "select the keyframes on the same frames")
-    if len(keyframes.indices) != keyframe_images.shape[0]:
-        raise input_error("keyframes", f"one stylized image per keyframe index ({len(keyframes.indices)}: "
-                          f"{list(keyframes.indices)})", f"{keyframe_images.shape[0]} images",
-                          ["render or load one image per keyframe index",
-                           "change the keyframe interval or list to match the images"])
+    check_keyframes(keyframes, keyframe_images.shape[0], count)
     if not isinstance(flow, FlowPairs):
         raise input_error("flow", "a FLOW object (Rerender Estimate Flow)", type(flow).__name__)
     flow.check_video(count, tuple(frames.shape[1:3]))
-    params.validate()
-    if not any(value > 0 for value in weights.as_dict().values()):
-        raise input_error("guide weights", "at least one guide weight > 0", weights.as_dict(),
-                          "use the defaults: colour 6, edge 0.5, positional 2, temporal 0.5")
+    check_settings(params, weights)
 
 
 def _check_pairs(flow: FlowPairs, chains: Sequence[tuple[int, str, tuple[int, ...]]]) -> None:
@@ -197,13 +246,8 @@ def _check_pairs(flow: FlowPairs, chains: Sequence[tuple[int, str, tuple[int, ..
 
 
 def _check_disk(frame_count: int, height: int, width: int) -> None:
-    needed = frame_count * height * width * (3 * 2 + 4)
-    free = shutil.disk_usage(cache.cache_root()).free
-    if needed > free * 0.9:
-        raise input_error("frames", f"propagated frames that fit on the cache disk ({free / 2**30:.1f} GiB free)",
-                          f"{frame_count} frames at {width}x{height} needing {needed / 2**30:.1f} GiB",
-                          ["free disk space, or set RERENDER_CACHE_DIR to a larger disk",
-                           "load fewer frames or a smaller size"])
+    cache.check_free_space(frame_count * height * width * (3 * 2 + 4), "propagated frames",
+                           f"{frame_count} frames at {width}x{height}")
 
 
 def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyframes: Keyframes, flow: FlowPairs,

@@ -211,7 +211,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(megamind_path, keys, tmp_path):
     # job (a CI runner, `cmd &`) inherits SIGINT ignored; a user's terminal delivers it
     try:
         for line in child.stdout:
-            if line.startswith("flow: "):  # the flow is done and cached; propagation starts
+            if line.startswith("segments: "):  # the video is indexed; the segment engine starts
                 break
         time.sleep(2)
         child.send_signal(signal.SIGINT)
@@ -221,7 +221,7 @@ def test_ctrl_c_prints_one_line_and_exits_130(megamind_path, keys, tmp_path):
     assert child.returncode == 130, err
     *notes, last = err.strip().splitlines()
     assert notes == ["note: keyframes resized from 360x264 to the frames' 128x88"], err  # no traceback
-    assert re.fullmatch(r"interrupted during propagated frames \d+/484: finished work is kept in the cache "
+    assert re.fullmatch(r"interrupted during frames \d+/270: finished work is kept in the cache "
                         rf"\({re.escape(os.environ['RERENDER_CACHE_DIR'])}\), no output file was written; run the "
                         r"same command again to resume", last), err
     assert not output.exists() and not any(".part" in path.name for path in tmp_path.iterdir())

@@ -303,6 +303,27 @@ def _zero_frames_error(selection: Selection, decoded: int) -> InputError:
                        selection.skip_first_frames, f"set skip_first_frames below {decoded}")
 
 
+def _open_load(path: str | os.PathLike, frame_load_cap: int, skip_first_frames: int, select_every_nth: int,
+               force_rate: float, custom_width: int, custom_height: int, size_multiple: int):
+    """Check a load's widgets and open its video (arguments of :func:`load_frames`).
+
+    Returns:
+        ``(selection, container, info, plan, expected_count)``; the open container is the caller's to close
+        (it is closed here when a check fails).
+    """
+    selection = Selection.from_widgets(frame_load_cap, skip_first_frames, select_every_nth, force_rate)
+    file, container = _open(path)
+    try:
+        info = _probe_open(file, container)
+        plan = plan_size(info.source_width, info.source_height, custom_width, custom_height, size_multiple,
+                         info.rotation)
+        expected = _check_first_frames(info, selection, _count_stated(container))
+    except BaseException:
+        container.close()
+        raise
+    return selection, container, info, plan, expected
+
+
 def iter_frames(path: str | os.PathLike, frame_load_cap: int = 0, skip_first_frames: int = 0,
                 select_every_nth: int = 1, force_rate: float = 0.0, custom_width: int = 0,
                 custom_height: int = 0, size_multiple: int = 8) -> Iterator[np.ndarray]:
@@ -318,16 +339,8 @@ def iter_frames(path: str | os.PathLike, frame_load_cap: int = 0, skip_first_fra
         InputError: as :func:`load_frames` (at the call; a selection that turns out empty while
             decoding raises at the end of the iteration).
     """
-    selection = Selection.from_widgets(frame_load_cap, skip_first_frames, select_every_nth, force_rate)
-    file, container = _open(path)
-    try:
-        info = _probe_open(file, container)
-        plan = plan_size(info.source_width, info.source_height, custom_width, custom_height, size_multiple,
-                         info.rotation)
-        _check_first_frames(info, selection, _count_stated(container))
-    except BaseException:
-        container.close()
-        raise
+    selection, container, info, plan, _ = _open_load(path, frame_load_cap, skip_first_frames, select_every_nth,
+                                                     force_rate, custom_width, custom_height, size_multiple)
 
     def generate() -> Iterator[np.ndarray]:
         with container:
@@ -342,9 +355,16 @@ def iter_frames(path: str | os.PathLike, frame_load_cap: int = 0, skip_first_fra
     return generate()
 
 
+def to_float(pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 RGB ``[...,3]`` → float32 in [0, 1], the loader's rule (``uint8 / 255`` in float32, as core
+    LoadVideo); ``out`` receives the result when given. Streaming readers use it to get the pixels of
+    :func:`load_frames` bit for bit."""
+    return np.divide(pixels, _UINT8_MAX, out=out, dtype=np.float32)
+
+
 def _convert_into(frame, plan: SizePlan, row: np.ndarray) -> None:
     """RGB-convert, resize/crop and scale one decoded frame into its float32 row ``[H,W,3]``."""
-    np.divide(plan.apply(frame.to_ndarray(format="rgb24")), _UINT8_MAX, out=row, dtype=np.float32)
+    to_float(plan.apply(frame.to_ndarray(format="rgb24")), out=row)
 
 
 class _FrameBatch:
@@ -421,6 +441,36 @@ def _memory_fixes(count: int, selection: Selection, plan: SizePlan) -> list[str]
             f"set custom_width / custom_height below {width}x{height}"]
 
 
+def loaded_info(info: VideoInfo, selection: Selection, plan: SizePlan, indices: list[int],
+                start_time: Fraction | None, decoded: int, reached_end: bool) -> VideoInfo:
+    """The :class:`VideoInfo` of a finished load: the rules every reader of a selection applies once
+    the decoder has run (an empty selection is an error; a cap past the end loads the frames there are,
+    with a warning on the log).
+
+    Args:
+        info: the probed source info (:func:`probe`).
+        selection: the selection widgets.
+        plan: the size plan (gives the output size).
+        indices: the source index of every selected frame.
+        start_time: the time of the first selected slot, seconds.
+        decoded: frames the decoder gave; reached_end: whether it read the stream to its end (then
+            ``decoded`` is the exact source frame count).
+
+    Raises:
+        InputError: no frame selected.
+    """
+    if not indices:
+        raise _zero_frames_error(selection, decoded)
+    if selection.frame_load_cap and len(indices) < selection.frame_load_cap:
+        LOG.warning("video: frame_load_cap %d is past the end of %s: loaded the %d frames there are",
+                    selection.frame_load_cap, Path(info.source_path).name, len(indices))
+    width, height = plan.output
+    source_count = decoded if reached_end else info.source_frame_count
+    return replace(info, source_frame_count=source_count, loaded_fps=selection.loaded_fps(info.source_fps),
+                   output_width=width, output_height=height, frame_indices=tuple(indices),
+                   start_time=start_time)
+
+
 def load_frames(path: str | os.PathLike, frame_load_cap: int = 0, skip_first_frames: int = 0,
                 select_every_nth: int = 1, force_rate: float = 0.0, custom_width: int = 0,
                 custom_height: int = 0, size_multiple: int = 8, progress: Progress | None = None) -> LoadedVideo:
@@ -450,14 +500,9 @@ def load_frames(path: str | os.PathLike, frame_load_cap: int = 0, skip_first_fra
             frame; not enough memory for the batch (the message says how many frames fit and
             which widgets to change).
     """
-    selection = Selection.from_widgets(frame_load_cap, skip_first_frames, select_every_nth, force_rate)
-    file, container = _open(path)
+    selection, container, info, plan, expected = _open_load(path, frame_load_cap, skip_first_frames, select_every_nth,
+                                                            force_rate, custom_width, custom_height, size_multiple)
     with container:
-        info = _probe_open(file, container)
-        plan = plan_size(info.source_width, info.source_height, custom_width, custom_height, size_multiple,
-                         info.rotation)
-        expected = _check_first_frames(info, selection, _count_stated(container))
-        width, height = plan.output
         batch = _FrameBatch(expected, plan, _memory_fixes(expected, selection, plan))
         decoder = _Decoder(container, info.source_fps)
         slots = selection.slots(decoder, info.source_fps)
@@ -474,15 +519,7 @@ def load_frames(path: str | os.PathLike, frame_load_cap: int = 0, skip_first_fra
         finally:
             slots.close()
             batch.close()
-        if not indices:
-            raise _zero_frames_error(selection, decoder.decoded)
         images = batch.result()
-        source_count = decoder.decoded if decoder.reached_end else info.source_frame_count
-    if selection.frame_load_cap and len(indices) < selection.frame_load_cap:
-        LOG.warning("video: frame_load_cap %d is past the end of %s: loaded the %d frames there are",
-                    selection.frame_load_cap, file.name, len(indices))
-    info = replace(info, source_frame_count=source_count, loaded_fps=selection.loaded_fps(info.source_fps),
-                   output_width=width, output_height=height, frame_indices=tuple(indices),
-                   start_time=start_time)
+    info = loaded_info(info, selection, plan, indices, start_time, decoder.decoded, decoder.reached_end)
     audio = read_audio(info.source_path, info.audio, *info.audio_span) if info.audio else None
     return LoadedVideo(images, float(info.loaded_fps), info, audio)

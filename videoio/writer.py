@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import os
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
@@ -50,6 +51,8 @@ from .rate import exact_fps
 
 LOG = logging.getLogger(__name__)
 
+#: File suffixes :func:`save_video` writes (PyAV picks the container from the suffix).
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 #: Frames converted from float to uint8 per step when ``images`` is a tensor.
 CHUNK = 16
@@ -70,11 +73,50 @@ _YUV_FIXED = np.rint(_YUV_ROWS).astype(np.int64)
 _HALF = 1 << (_FIXED_SHIFT - 1)
 
 
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """Float frames in [0,1] (any shape, torch) → uint8 the way every saved video gets them:
+    ``clamp(0, 1) · 255``, rounded half to even, in float32. Streaming writers (the segment engine)
+    convert with this so their files match a saved IMAGE batch bit for bit.
+
+    Example:
+        >>> to_uint8(torch.tensor([0.0, 0.5, 1.2, 2.5 / 255])).tolist()
+        [0, 128, 255, 2]
+    """
+    return frames.detach().clamp(0, 1).mul(255).round_().to(torch.uint8)
+
+
+def check_output_path(path: str | os.PathLike, name: str = "output") -> Path:
+    """Check before any long work that a video can be written at ``path``; returns it as a Path.
+
+    The folder is created if missing, and a file is created and removed in it to prove it is writable.
+
+    Raises:
+        InputError: a suffix that is not a video container this writer produces, a path that is a folder,
+            or a folder that cannot be created or written (read-only file system, permissions).
+    """
+    target = Path(path).expanduser()
+    if target.suffix.lower() not in VIDEO_SUFFIXES:
+        raise input_error(name, f"a video file name ending in {', '.join(VIDEO_SUFFIXES)}", str(target),
+                          f"name the output e.g. {target.stem or 'output'}.mp4")
+    if target.is_dir():
+        raise input_error(name, "a file path", f"{target} (a folder)",
+                          f"give a file name, e.g. {target / 'output.mp4'}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, probe_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".probe", dir=target.parent)
+        os.close(handle)
+        os.unlink(probe_name)
+    except OSError as error:
+        raise input_error(name, "a folder where the video can be written", f"{target.parent} ({error.strerror})",
+                          ["pick a writable folder", "check the permissions and the free space of this one"]) from None
+    return target
+
+
 def _uint8(frame: object, index: int) -> np.ndarray:
     """One frame ``[H,W,3]`` (float in [0,1] or uint8; numpy or torch) as a uint8 array."""
     if isinstance(frame, torch.Tensor):
         if frame.is_floating_point():
-            frame = frame.detach().clamp(0, 1).mul(255).round_().to(torch.uint8)
+            frame = to_uint8(frame)
         frame = frame.detach().cpu().numpy()
     array = np.asarray(frame)
     if array.ndim != 3 or array.shape[-1] not in (3, 4):
@@ -121,7 +163,7 @@ def _frames(images: object) -> Iterator[np.ndarray]:
         for start in range(0, images.shape[0], CHUNK):
             chunk = images[start:start + CHUNK, ..., :3]
             if chunk.is_floating_point():
-                chunk = chunk.detach().clamp(0, 1).mul(255).round_().to(torch.uint8)
+                chunk = to_uint8(chunk)
             yield from chunk.cpu().numpy()
         return
     if isinstance(images, (str, bytes)) or not isinstance(images, Iterable):

@@ -1,0 +1,8 @@
+"""Long videos in bounded memory: propagation and blend segment by segment, from the source file to the output.
+
+Modules: :mod:`.plan` (the segments between keyframes, pure), :mod:`.job` (``SegmentJob`` and the pure
+``run_segment``), :mod:`.store` (finished segments on disk, for resume), :mod:`.memory` (the memory guard),
+:mod:`.executors` (where jobs run: ``local``; the interface a distributed executor implements) and
+:mod:`.engine` (``propagate_to_video``: checks, plan, run, write). Nothing here imports ComfyUI; only
+``nodes/`` and ``cli/`` import this package.
+"""
