@@ -11,7 +11,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGORITHM_PACKAGES = ("common", "videoio", "flow", "propagation", "keyframe", "kernels")
+ALGORITHM_PACKAGES = ("common", "videoio", "flow", "propagation", "keyframe", "kernels", "metrics")
 # Loaded only under a fixed module name by propagation.cpu_backend (numba cache); no doctests of its own.
 NOT_IMPORTED_BY_NAME = {"rerender_video.propagation.cpu_kernels"}
 
