@@ -12,14 +12,15 @@ at :data:`ANALYSIS_WIDTH` px wide with DIS medium flow. A frame's cost is its pr
 :math:`\log(1 + r/\varepsilon)`, with :math:`\varepsilon` = :data:`EPSILON` the error propagation leaves
 even where the prediction is perfect; :mod:`common.adaptive_keyframes` places the keyframes.
 
-**Why this rule** (``benchmarks/video_quality.py --rule-study``; Megamind frames 1–97 at 256×184,
-keyframes 0, 20, …, 80 propagated both ways with the pack's defaults, 168 candidates scored against
-the per-frame filter): the mean squared error of a propagated frame is predicted with R² 0.90 (Spearman
-0.95) by :math:`r`, against 0.73–0.78 (0.86–0.87) by FRESCO's frame difference to the keyframe, 0.71
-(0.85) by the distance in frames alone and 0.44 (0.75) by the area disoccluded since the keyframe
-(forward–backward check). Between candidates at the *same* distance — what decides where keyframes go
-at a fixed count — the rank correlation is 0.58 for :math:`r`, 0.35 for the frame difference and 0.29 for
-the disoccluded area. The fit ``MSE ≈ 3.2·10⁻⁴ + 0.054·r`` gives :math:`\varepsilon \approx 0.006`.
+**Why this rule** (measured by ``benchmarks/video_quality.py --rule-study``: Megamind, 269 frames at
+192×136, uniform keyframes every 20 frames propagated both ways with the pack's defaults, the 445
+candidates within shots scored against the per-frame filter): the mean squared error of a propagated
+frame is explained with R² 0.74 (Spearman 0.89) by :math:`r`, against 0.50 (0.80) by FRESCO's frame
+difference to the keyframe, 0.44 (0.71) by the distance in frames alone and 0.29 (0.64) by the area
+disoccluded since the keyframe (forward–backward check). Between candidates at the *same* distance —
+what decides where keyframes go at a fixed count — the rank correlation is 0.74 for :math:`r`, 0.57 for
+the frame difference and 0.38 for the disoccluded area. The fit ``MSE ≈ 3.8·10⁻⁴ + 0.059·r`` gives
+:math:`\varepsilon \approx 0.0065`; a first look at 256×184 (frames 1–97, 168 candidates) gave 0.006.
 """
 
 from __future__ import annotations

@@ -133,8 +133,10 @@ def test_clip_metrics_in_comfyui(runs):
     assert len(tem_con) == count - 1 and len(fram_acc) == count
     identical = [value for pair, value in enumerate(tem_con) if pair % 2 == 0]
     different = [value for pair, value in enumerate(tem_con) if pair % 2 == 1]
-    assert all(value == pytest.approx(1.0, abs=1e-3) for value in identical)   # a frame and its repeat
-    assert all(-1.0 <= value < 0.9999 for value in different)
+    # random towers map every frame near one direction (1 − cosine ≈ 1e-5 between different frames here),
+    # but a frame and its repeat give the same embedding: Tem-Con pairs the right frames
+    assert all(abs(1.0 - value) < 1e-6 for value in identical), tem_con
+    assert all(-1.0 <= value < 1.0 - 2e-6 for value in different), tem_con
     assert all(isinstance(value, bool) for value in fram_acc) and data["fram_acc"] == pytest.approx(sum(fram_acc) / count)
     assert ui["images"][0]["type"] == "temp" and "tem_con" in ui["text"][0]
 
