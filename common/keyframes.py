@@ -9,6 +9,8 @@ Rules (Rerender §4; propagation/ALGORITHM.md §13):
   backward only.
 * **scene_cuts**: uniform within each shot, restarting at every shot start found by
   :func:`common.scene_cuts.detect_scene_cuts`; no frame is propagated across a cut.
+* **adaptive**: a keyframe budget placed where propagation is predicted to fail, with a keyframe on
+  each side of every cut (:mod:`common.adaptive_keyframes`, costs from :mod:`metrics.keyframe_cost`).
 
 Intervals between consecutive keyframes may differ; propagation and blending handle that.
 """
@@ -31,7 +33,7 @@ class Keyframes:
     Attributes:
         indices: sorted frame indices (0-based, in loaded-frame numbering).
         frame_count: number of frames of the video.
-        mode: how they were chosen (``"uniform"``, ``"explicit"``, ``"scene_cuts"``).
+        mode: how they were chosen (``"uniform"``, ``"explicit"``, ``"scene_cuts"``, ``"adaptive"``).
         shot_starts: frames that start a new shot (after a cut); propagation never crosses them.
     """
 

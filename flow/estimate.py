@@ -14,12 +14,11 @@ Cache entry layout: ``forward.npy`` / ``backward.npy`` ``[P,H,W,2]`` float32,
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ import torch
 from ..common.cache import check_free_space, content_key, entry_dir, lookup, new_entry
 from ..common.checks import check_image_batch, check_indices
 from ..common.errors import input_error
+from ..common.threads import torch_threads
 from .backend import FlowBackend
 from .occlusion import ALPHA, BETA, check_thresholds, occlusion_masks
 from .types import FlowPairs
@@ -155,19 +155,6 @@ def _store(arrays: dict[str, np.ndarray], row: int, forward: np.ndarray, backwar
     arrays["occlusion_backward"][row] = occlusion_backward[0].numpy()
 
 
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """Run the block with torch limited to ``count`` intra-op threads (``None``: unchanged)."""
-    previous = torch.get_num_threads()
-    if count is not None and count < previous:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
-
-
 def _compute(frames: torch.Tensor, pairs: list[tuple[int, int]], backend: FlowBackend,
              arrays: dict[str, np.ndarray], alpha: float, beta: float, progress: Progress | None) -> None:
     """Fill ``arrays`` pair by pair; a pool backend gets a pool of the same size for the occlusion checks."""
@@ -191,7 +178,7 @@ def _compute(frames: torch.Tensor, pairs: list[tuple[int, int]], backend: FlowBa
         return
     done = 0
     pending: collections.deque[tuple[int, Future]] = collections.deque()
-    with _torch_threads(1), ThreadPoolExecutor(backend.cpu_threads, thread_name_prefix="occlusion") as pool:
+    with torch_threads(1), ThreadPoolExecutor(backend.cpu_threads, thread_name_prefix="occlusion") as pool:
         try:
             for row, forward, backward in results:
                 pending.append((row, pool.submit(_store, arrays, row, forward, backward, alpha, beta)))

@@ -91,6 +91,12 @@ def output_directory() -> Path:
     return Path(module.get_output_directory()) if module else Path(os.getcwd(), "output")
 
 
+def temp_directory() -> Path:
+    """ComfyUI's temp folder (UI previews, cleared at start), or ``./temp`` outside ComfyUI."""
+    module = folder_paths_module()
+    return Path(module.get_temp_directory()) if module else Path(os.getcwd(), "temp")
+
+
 def model_folders(folder_name: str) -> list[Path]:
     """Folders registered for ``folder_name`` (e.g. ``"optical_flow"``), ``models/<name>`` by default.
 

@@ -6,6 +6,8 @@ from ..common import keyframes as keyframe_rules
 from ..common.checks import check_image_batch
 from ..common.keyframes import KEYFRAME_INDICES, KEYFRAME_INTERVAL
 from ..common.scene_cuts import DEFAULT_THRESHOLD, detect_scene_cuts
+from ..metrics.keyframe_cost import adaptive_keyframes
+from ._comfy import Progress
 from ._widgets import widget
 
 
@@ -15,7 +17,9 @@ class RerenderKeyframeSelection:
         "EbSynth propagation from its neighbouring keyframes (Rerender §4). 'uniform' takes every "
         "K-th frame from frame 0 (the paper; K = 5–20), 'explicit' takes your list, 'scene_cuts' is "
         "uniform within each shot and always starts a new keyframe at a cut, so no frame is "
-        "propagated across two shots.")
+        "propagated across two shots. 'adaptive' spends the same number of keyframes as 'uniform' (or "
+        "max_keyframes) where propagation is predicted to fail — the source frame carried along the optical "
+        "flow differs most from the frame it should become — with a keyframe on each side of every cut.")
     CATEGORY = "Rerender/keyframes"
     FUNCTION = "select"
     RETURN_TYPES = ("KEYFRAMES", "STRING", "IMAGE")
@@ -29,10 +33,11 @@ class RerenderKeyframeSelection:
     def INPUT_TYPES(cls):
         return {"required": {
             "frames": ("IMAGE", {"tooltip": "The video frames, IMAGE [N,H,W,3]."}),
-            "mode": (["uniform", "explicit", "scene_cuts"], {
+            "mode": (["uniform", "explicit", "scene_cuts", "adaptive"], {
                 "default": "uniform",
                 "tooltip": "uniform: every K-th frame; explicit: the list below; scene_cuts: every "
-                           "K-th frame within each shot, plus the first frame of every shot."}),
+                           "K-th frame within each shot, plus the first frame of every shot; adaptive: as many "
+                           "keyframes as uniform (or max_keyframes), placed where the content changes."}),
             "keyframe_interval": widget(KEYFRAME_INTERVAL, tooltip=(
                 "K, frames between keyframes (uniform and scene_cuts). Smaller K follows fast motion better but "
                 "renders more keyframes.")),
@@ -40,14 +45,36 @@ class RerenderKeyframeSelection:
                 "Explicit mode: comma-separated frame numbers, 0-based, e.g. '0, 12, 30'.")),
             "cut_threshold": ("FLOAT", {
                 "default": DEFAULT_THRESHOLD, "min": 1.0, "max": 255.0, "step": 0.5,
-                "tooltip": "scene_cuts mode: mean grey-level difference (0–255) between consecutive "
-                           "frames above which a cut is declared. Lower finds more cuts."}),
+                "tooltip": "scene_cuts and adaptive modes: mean grey-level difference (0–255) between "
+                           "consecutive frames above which a cut is declared. Lower finds more cuts."}),
+        }, "optional": {
+            "max_keyframes": ("INT", {
+                "default": 0, "min": 0, "max": 100000,
+                "tooltip": "adaptive mode: the keyframe budget; 0 = as many as uniform with keyframe_interval "
+                           "(ceil(frames / K)), for a comparison at equal cost."}),
+            "min_spacing": ("INT", {
+                "default": 2, "min": 1, "max": 1000,
+                "tooltip": "adaptive mode: fewest frames between two keyframes (the two keyframes at a cut "
+                           "excepted). Keyframes rendered close together can flicker against each other."}),
+            "max_spacing": ("INT", {
+                "default": 0, "min": 0, "max": 1000,
+                "tooltip": "adaptive mode: most frames between two keyframes; 0 = three times the average "
+                           "interval."}),
         }}
 
-    def select(self, frames, mode, keyframe_interval, keyframe_indices, cut_threshold):
+    def select(self, frames, mode, keyframe_interval, keyframe_indices, cut_threshold, max_keyframes=0,
+               min_spacing=2, max_spacing=0):
         frames = check_image_batch(frames, "frames")
         count = frames.shape[0]
-        if mode == "explicit":
+        if mode == "adaptive":
+            budget = max_keyframes or len(keyframe_rules.uniform(count, keyframe_interval).indices)
+            bars: dict[int, Progress] = {}
+
+            def progress(done: int, total: int) -> None:
+                bars.setdefault(total, Progress(total)).update(done)
+
+            selection = adaptive_keyframes(frames, budget, min_spacing, max_spacing, cut_threshold, progress)
+        elif mode == "explicit":
             selection = keyframe_rules.parse_list(keyframe_indices, count)
         elif mode == "scene_cuts":
             cuts = detect_scene_cuts(frames, cut_threshold)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-ALGORITHM_PACKAGES = ("common", "videoio", "flow", "propagation", "keyframe", "kernels", "segments")
+ALGORITHM_PACKAGES = ("common", "videoio", "flow", "propagation", "keyframe", "kernels", "segments", "metrics")
 ADAPTER_PACKAGES = ("cli",)
 # Loaded only under a fixed module name by propagation.backends.passes (numba cache); no doctests of its own.
 NOT_IMPORTED_BY_NAME = {"rerender_video.propagation.backends.cpu_kernels"}
