@@ -8,6 +8,7 @@ tests import it.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,24 +17,26 @@ PACKAGE_NAME = "rerender_video"
 PACK_ROOT = Path(__file__).resolve().parent
 
 
-def load_pack() -> ModuleType:
-    """Make the pack folder importable as the package ``rerender_video`` and return the package.
+def load_pack(name: str = PACKAGE_NAME) -> ModuleType:
+    """Make the pack folder importable as the package ``name`` (``rerender_video``) and return the package.
+
+    A Ray worker loads it under the name the driver's process gave it (``segments/ray_task.py``).
 
     The package's ``__init__.py`` (node registration) is not run, so algorithm modules import
     without loading every node; ``import rerender_video.nodes`` registers the nodes when needed.
     Loading also asks for sleeping idle OpenMP threads when no OpenMP runtime has started yet
     (:func:`rerender_video.common.threads.sleep_idle_openmp_threads`).
     """
-    if PACKAGE_NAME in sys.modules:
-        return sys.modules[PACKAGE_NAME]
-    package = ModuleType(PACKAGE_NAME, __doc__)
+    if name in sys.modules:
+        return sys.modules[name]
+    package = ModuleType(name, __doc__)
     package.__path__ = [str(PACK_ROOT)]
     package.__file__ = str(PACK_ROOT / "__init__.py")
-    package.__package__ = PACKAGE_NAME
-    sys.modules[PACKAGE_NAME] = package
-    from rerender_video.common.threads import sleep_idle_openmp_threads  # noqa: E402  (needs the package)
+    package.__package__ = name
+    sys.modules[name] = package
+    threads = importlib.import_module(f"{name}.common.threads")  # needs the package
 
-    sleep_idle_openmp_threads()     # before torch is imported: idle OpenMP threads sleep (common/threads.py)
+    threads.sleep_idle_openmp_threads()     # before torch is imported: idle OpenMP threads sleep (common/threads.py)
     return package
 
 

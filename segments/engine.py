@@ -137,13 +137,24 @@ class VideoRun:
         LOG.info("segment engine: %s", self.describe())
         executor = get_executor(self.executor)
         written = {"count": 0, "last": None}
+        recorded: set[int] = set()
 
         def tick() -> None:
             if progress is not None:
                 progress(written["count"])
 
+        def finished(position: int, frames: np.ndarray) -> np.ndarray:
+            """Store a segment as it arrives (an executor may finish segments ahead of the writer)."""
+            number = pending[position]
+            plan = self.plans[number]
+            for _ in store.record(self.keys[number], frames, len(plan.frames), size,
+                                  {"segment": plan.describe(), "video": self.index.path}):
+                pass
+            recorded.add(number)
+            return store.lookup(self.keys[number], len(plan.frames), size)
+
         results = executor.map_ordered(run_segment, (self.job(self.plans[number]) for number in pending),
-                                       self.max_in_flight, tick)
+                                       self.max_in_flight, tick, finished)
 
         def frames() -> Iterator[np.ndarray]:
             for kind, number in output_order(self.keyframes, self.plans):
@@ -151,8 +162,10 @@ class VideoRun:
                     items = [to_uint8(torch.from_numpy(_style(self.keyframe_images, number))).numpy()]
                 elif number in pending:
                     plan = self.plans[number]
-                    items = store.record(self.keys[number], next(results), len(plan.frames), size,
-                                         {"segment": plan.describe(), "video": self.index.path})
+                    items = next(results)
+                    if number not in recorded:
+                        items = store.record(self.keys[number], items, len(plan.frames), size,
+                                             {"segment": plan.describe(), "video": self.index.path})
                 else:
                     items = store.lookup(self.keys[number], len(self.plans[number].frames), size)
                     if items is None:
@@ -192,7 +205,7 @@ def _check_disk(run: VideoRun) -> None:
 def prepare_video(source: FrameIndex | str | os.PathLike, keyframe_images, keyframes: Keyframes,
                   output_path: str | os.PathLike, settings: SegmentSettings = SegmentSettings(), crf: int = 19,
                   preset: str = "medium", metadata: Mapping[str, object] | None = None,
-                  executor: str | Executor = "local", max_in_flight: int = 2,
+                  executor: str | Executor = "local", max_in_flight: int | None = None,
                   chunk: int = STREAM_CHUNK) -> VideoRun:
     """Check everything and plan the run (module docstring, steps 1–2); nothing long runs here.
 
@@ -218,8 +231,11 @@ def prepare_video(source: FrameIndex | str | os.PathLike, keyframe_images, keyfr
     size = index.frame_size
     settings.check(*size)
     plans = plan_segments(keyframes, settings.direction)
-    in_flight = 1 if get_executor(executor).name == "local" else max_in_flight
-    peak = check_memory(plans, *size, chunk, in_flight)
+    executor = get_executor(executor)
+    if max_in_flight is None:
+        max_in_flight = executor.suggested_in_flight() if hasattr(executor, "suggested_in_flight") else 2
+    local = executor.name == "local"
+    peak = check_memory(plans, *size, chunk, 1 if local else max_in_flight, whole_output=not local)
     used = {chain.keyframe_position for plan in plans for chain in plan.chains}
     for position in range(len(keyframes.indices)):
         if position not in used:
@@ -238,7 +254,7 @@ def propagate_to_video(source: FrameIndex | str | os.PathLike, keyframe_images, 
                        output_path: str | os.PathLike, settings: SegmentSettings = SegmentSettings(),
                        crf: int = 19, preset: str = "medium", metadata: Mapping[str, object] | None = None,
                        executor: str | Executor = "local", progress: Callable[..., None] | None = None,
-                       max_in_flight: int = 2, chunk: int = STREAM_CHUNK) -> Path:
+                       max_in_flight: int | None = None, chunk: int = STREAM_CHUNK) -> Path:
     """Propagate stylized keyframes through a video file and write the result, segment by segment.
 
     The frames of the written video equal those of Load Video → Estimate Flow (consecutive) → EbSynth
@@ -254,9 +270,11 @@ def propagate_to_video(source: FrameIndex | str | os.PathLike, keyframe_images, 
         output_path: the video to write (``.mp4``, ``.mov`` or ``.mkv``).
         settings: propagation, flow and blend settings (:class:`~segments.job.SegmentSettings`).
         crf, preset, metadata: as :func:`videoio.writer.save_video`.
-        executor: ``"local"`` or an executor object (:mod:`segments.executors`).
+        executor: ``"local"``, ``"ray"`` or an executor object (:func:`segments.executors.make_executor`); a
+            Ray executor is connected here, before any work.
         progress: as :meth:`VideoRun.write`.
-        max_in_flight: segments an executor may run ahead of the writer (the local one runs one).
+        max_in_flight: segments an executor may run ahead of the writer (the local one runs one); ``None``:
+            the executor's suggestion (Ray: its task slots + 1), else 2.
         chunk: frames per step of streamed segments.
 
     Returns:

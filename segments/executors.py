@@ -1,4 +1,4 @@
-"""Where segment jobs run: the executor interface and the local (in-process) executor.
+"""Where segment jobs run: the executor interface, the local (in-process) executor and the Ray executor.
 
 The engine hands an executor the jobs of the segments not yet stored, in frame order, and consumes the
 results in that order, writing each to the store and the video as it comes. An executor needs only
@@ -8,11 +8,18 @@ results in that order, writing each to the store and the video as it comes. An e
   wait finished ahead of the one being consumed;
 * ``cancel()``, which stops outstanding work (called when the run ends early: an error, Ctrl-C, Cancel).
 
+``map_ordered`` may also take ``finished(position, frames) → frames``: an executor that finishes segments
+out of order calls it as each arrives (the engine stores the segment there and hands back the stored
+frames), so a driver that dies loses no finished segment.
+
 ``fn`` is :func:`segments.job.run_segment` (a module-level function, so it pickles by reference).
 The local executor is a plain generator: one segment at a time, computed lazily as the writer consumes
-its frames, with ``progress`` passed through as the interruption point. A distributed executor (Ray,
-issue 15) implements the same two methods with tasks and a bounded number in flight; the engine does not
-change. ``progress`` is for executors that run ``fn`` in this process; others may ignore it.
+its frames, with ``progress`` passed through as the interruption point. The Ray executor
+(:mod:`segments.ray_executor`) runs each job as a Ray task with a bounded number in flight; it calls
+``progress()`` while it waits, so Ctrl-C and Cancel interrupt it too.
+
+Which executor runs is chosen by the settings :data:`EXECUTOR_SETTINGS` (declared once: the ``propagate``
+command's options are generated from them) through :func:`make_executor`.
 """
 
 from __future__ import annotations
@@ -22,12 +29,34 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 
 from ..common.errors import input_error
+from ..common.settings import Setting, declare
 from .job import SegmentJob
 
 SegmentFunction = Callable[..., Iterable[np.ndarray]]
+#: ``finished(position, frames) → frames``: store a segment that arrived (position = index in ``jobs``).
+Finished = Callable[[int, np.ndarray], Iterable[np.ndarray]]
 
 #: Executors that :func:`get_executor` knows by name.
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
+#: Where Ray workers read the source video from.
+RAY_SOURCES = ("shared path", "object store")
+
+EXECUTOR = declare("executor", "local", "Where segments run: local = in this process, one at a time; ray = as Ray "
+                                        "tasks on a Ray cluster (pip install ray), several at a time.",
+                   choices=EXECUTORS)
+RAY_ADDRESS = declare("ray_address", "", "Ray cluster to use (executor ray): empty = the one running on this "
+                                         "machine, else a new local one; 'auto'; 'local' = always a new local one; "
+                                         "or HOST:PORT of a head started with 'ray start --head'.")
+CPUS_PER_TASK = declare("cpus_per_task", 1, "CPU cores per segment task (executor ray); the patch synthesis uses "
+                                            "that many threads.", min=1, max=256)
+GPUS_PER_TASK = declare("gpus_per_task", 0.0, "GPUs per segment task (executor ray); a task uses the CUDA backend "
+                                              "where its worker has a GPU (backend auto).", min=0.0, max=16.0,
+                        step=0.25)
+RAY_SOURCE = declare("ray_source", "shared path", "How Ray workers get the source video: shared path = read it at "
+                                                  "the same path on every node; object store = the driver sends "
+                                                  "the file's bytes once.", choices=RAY_SOURCES)
+#: The executor settings, in widget / option order.
+EXECUTOR_SETTINGS: tuple[Setting, ...] = (EXECUTOR, RAY_ADDRESS, CPUS_PER_TASK, GPUS_PER_TASK, RAY_SOURCE)
 
 
 class Executor(Protocol):
@@ -36,9 +65,31 @@ class Executor(Protocol):
     name: str
 
     def map_ordered(self, fn: SegmentFunction, jobs: Iterable[SegmentJob], max_in_flight: int = 1,
-                    progress: Callable[[], None] | None = None) -> Iterator[Iterable[np.ndarray]]: ...
+                    progress: Callable[[], None] | None = None,
+                    finished: Finished | None = None) -> Iterator[Iterable[np.ndarray]]: ...
 
     def cancel(self) -> None: ...
+
+
+def make_executor(executor: str = EXECUTOR.default, ray_address: str = RAY_ADDRESS.default,
+                  cpus_per_task: int = CPUS_PER_TASK.default, gpus_per_task: float = GPUS_PER_TASK.default,
+                  ray_source: str = RAY_SOURCE.default) -> Executor:
+    """The executor the settings :data:`EXECUTOR_SETTINGS` choose; for ``ray`` it connects now, so a missing
+    install or an unreachable cluster is reported before any work.
+
+    Raises:
+        InputError: an unknown executor or ray_source; Ray not installed (names ``pip install ray``); a cluster
+            that cannot be reached at ``ray_address`` (bounded wait).
+
+    Example:
+        >>> make_executor("local").name
+        'local'
+    """
+    if executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(ray_address, cpus_per_task, gpus_per_task, ray_source)
+    return get_executor(executor)
 
 
 class LocalExecutor:
@@ -47,7 +98,7 @@ class LocalExecutor:
     name = "local"
 
     def map_ordered(self, fn: SegmentFunction, jobs: Iterable[SegmentJob], max_in_flight: int = 1,
-                    progress: Callable[[], None] | None = None) -> Iterator[Iterable[np.ndarray]]:
+                    progress: Callable[[], None] | None = None, finished: Finished | None = None) -> Iterator[Iterable[np.ndarray]]:
         for job in jobs:
             yield fn(job, progress)
 
@@ -68,6 +119,8 @@ def get_executor(executor: str | Executor = "local") -> Executor:
     if isinstance(executor, str):
         if executor == "local":
             return LocalExecutor()
+        if executor == "ray":
+            return make_executor("ray")
         raise input_error("executor", f"one of {EXECUTORS}", repr(executor), "use 'local'")
     if not (callable(getattr(executor, "map_ordered", None)) and callable(getattr(executor, "cancel", None))):
         raise input_error("executor", "an executor name or an object with map_ordered and cancel",

@@ -10,7 +10,9 @@ set by the longest segment, the frame size and the settings, never by the video'
 * the working set of one synthesis and blend (pyramids, guides, NNF, error, Lab images, Poisson
   transforms): :data:`WORK_BYTES`, measured with ``benchmarks/long_video.py --segment-memory``.
 
-A streamed segment (one forward chain) holds one chunk of frames and flows whatever its length.
+A streamed segment (one forward chain) holds one chunk of frames and flows whatever its length. An
+executor that returns a segment's frames as one array (Ray: a task's result) also holds its whole output,
+3 bytes per pixel per frame (``whole_output``), a streamed one included.
 A held segment too long to fit is nearly always the head before the first keyframe or two keyframes far
 apart; the message says which frames, how much they need, and which setting to change.
 """
@@ -24,13 +26,14 @@ from .plan import SegmentPlan
 FRAME_BYTES = 3 + 12
 FLOW_BYTES = 24
 CANDIDATE_BYTES = 10
+OUTPUT_BYTES = 3
 #: Working set of one synthesis + blend per pixel. Measured (``--segment-memory --fast``, 256², after numba
 #: compiled): a held segment of K = 6 / 12 / 24 added 660 / 812 / 1592 bytes per pixel to the process, i.e.
 #: about 52 per frame and 350 on top; the estimate (749 / 1103 / 1811) stays above that.
 WORK_BYTES = 400
 
 
-def segment_bytes(plan: SegmentPlan, height: int, width: int, chunk: int) -> int:
+def segment_bytes(plan: SegmentPlan, height: int, width: int, chunk: int, whole_output: bool = False) -> int:
     """Estimated peak bytes of one segment's job at ``height × width`` (module docstring).
 
     Example:
@@ -41,17 +44,20 @@ def segment_bytes(plan: SegmentPlan, height: int, width: int, chunk: int) -> int
         (1103, 1039)
     """
     pixels = height * width
+    output = len(plan.frames) * OUTPUT_BYTES if whole_output else 0
     if plan.streamed:
         frames = min(chunk, len(plan.loaded) - 1) + 1
-        return pixels * (frames * FRAME_BYTES + (frames - 1) * FLOW_BYTES + WORK_BYTES)
+        return pixels * (frames * FRAME_BYTES + (frames - 1) * FLOW_BYTES + WORK_BYTES + output)
     frames = len(plan.loaded)
     targets = sum(len(chain.targets) for chain in plan.chains)
-    return pixels * (frames * FRAME_BYTES + (frames - 1) * FLOW_BYTES + targets * CANDIDATE_BYTES + WORK_BYTES)
+    return pixels * (frames * FRAME_BYTES + (frames - 1) * FLOW_BYTES + targets * CANDIDATE_BYTES + WORK_BYTES
+                     + output)
 
 
 def check_memory(plans: list[SegmentPlan], height: int, width: int, chunk: int, in_flight: int = 1,
-                 budget_fraction: float = DEFAULT_BUDGET_FRACTION) -> int:
-    """Raise before any work when the largest segment (times ``in_flight``) cannot fit in memory.
+                 budget_fraction: float = DEFAULT_BUDGET_FRACTION, whole_output: bool = False) -> int:
+    """Raise before any work when the largest segment (times ``in_flight``) cannot fit in memory
+    (``whole_output``: as :func:`segment_bytes`).
 
     Returns:
         The estimated peak bytes of the largest segment.
@@ -59,8 +65,8 @@ def check_memory(plans: list[SegmentPlan], height: int, width: int, chunk: int, 
     Raises:
         InputError: naming the segment's frames, the bytes needed and available, and the settings to change.
     """
-    largest = max(plans, key=lambda plan: segment_bytes(plan, height, width, chunk))
-    need = segment_bytes(largest, height, width, chunk) * max(in_flight, 1)
+    largest = max(plans, key=lambda plan: segment_bytes(plan, height, width, chunk, whole_output))
+    need = segment_bytes(largest, height, width, chunk, whole_output) * max(in_flight, 1)
     budget = int(available_bytes() * budget_fraction)
     if need <= budget:
         return need // max(in_flight, 1)
