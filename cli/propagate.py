@@ -12,7 +12,9 @@ loaded frames (``--frames``) are left out. The video is processed segment by seg
 the video file to the mp4 (memory set by the keyframe interval and the frame size, not the length): per segment
 optical flow between consecutive frames (DIS), EbSynth-style propagation of its keyframes forward and backward,
 temporal blend; the frames go into an H.264 mp4 at the source frame rate with the source audio. Finished
-segments are kept on disk, so an interrupted run resumes where it stopped.
+segments are kept on disk, so an interrupted run resumes where it stopped. With ``--executor ray`` the
+segments run as Ray tasks on a Ray cluster (``--ray-address``; a local Ray when none runs), several at once;
+the output file is the same.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``propagate`` command (its settings' options generated from their declarations)."""
     from ..flow.settings import DIS_PRESET
     from ..propagation.settings import BLEND, KEYFRAME_FILE_INTERVAL, PROPAGATE
+    from ..segments.executors import EXECUTOR_SETTINGS
     from ._options import add_option, add_options
 
     parser = subparsers.add_parser(
@@ -48,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_options(parser.add_argument_group("propagation (EbSynth) and guide weights"), PROPAGATE)
     add_options(parser.add_argument_group("blend"), BLEND)
     add_option(parser, DIS_PRESET, "--flow-preset")
+    add_options(parser.add_argument_group("where segments run (Ray: pip install ray)"), EXECUTOR_SETTINGS)
     parser.add_argument("--crf", type=int, default=19, help="H.264 quality (lower = better, larger)")
     parser.set_defaults(func=run)
 
@@ -55,23 +59,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Index the video, check everything, then propagate and blend segment by segment into the mp4."""
     from ..common.cache import check_writable
-    from ..common.keyframes import from_indices
     from ..common.settings import field_values
-    from ..flow.dis import DisFlow
     from ..propagation.guides import GuideWeights
-    from ..propagation.keyframe_files import KeyframeFolder, image_files, read_image
     from ..propagation.params import SynthesisParams
-    from ..propagation.settings import poisson_weights
-    from ..segments.engine import prepare_video
-    from ..segments.job import SegmentSettings
-    from ..videoio.frame_index import index_video
-    from ._progress import Progress, note_kernel_compile
+    from ..segments.executors import EXECUTOR_SETTINGS, make_executor
 
     started = time.perf_counter()
     output = check_writable(args.output or Path.cwd() / f"{args.video.stem}_propagated.mp4")  # before any work
     values = vars(args)
     params = SynthesisParams(**field_values(SynthesisParams, values)).validate()
     weights = GuideWeights(**field_values(GuideWeights, values))
+    executor = make_executor(**{setting.name: values[setting.name] for setting in EXECUTOR_SETTINGS})  # connects
+    try:
+        return _propagate(args, output, params, weights, executor, started)
+    finally:
+        if hasattr(executor, "close"):
+            executor.close()
+
+
+def _propagate(args, output, params, weights, executor, started) -> int:
+    from ..common.keyframes import from_indices
+    from ..flow.dis import DisFlow
+    from ..propagation.keyframe_files import KeyframeFolder, image_files, read_image
+    from ..propagation.settings import poisson_weights
+    from ..segments.engine import prepare_video
+    from ..segments.job import SegmentSettings
+    from ..videoio.frame_index import index_video
+    from ._progress import Progress, note_kernel_compile
+
     key_height, key_width = read_image(image_files(args.keyframe_dir)[0]).shape[:2]
     width = args.custom_width or (0 if args.custom_height else key_width)
     height = args.custom_height or (0 if args.custom_width else key_height)
@@ -89,8 +104,12 @@ def run(args: argparse.Namespace) -> int:
                                histogram=args.histogram_blend, poisson=args.poisson_blend,
                                poisson_weights=poisson_weights(args.poisson_luma_weight, args.poisson_chroma_weight),
                                flow=DisFlow(args.dis_preset), backend=args.backend)
-    run = prepare_video(index, keyframe_images, keyframes, output, settings, crf=args.crf)
+    run = prepare_video(index, keyframe_images, keyframes, output, settings, crf=args.crf, executor=executor)
     print(f"segments: {run.describe()} (finished segments are kept: an interrupted run resumes)")
+    if executor.name == "ray":
+        from ..segments.ray_executor import describe
+
+        print(f"{describe(executor)}; {run.max_in_flight} segments in flight")
     note_kernel_compile()
     written = run.write(progress=Progress("frames", count))
     print(f"wrote {written}: {count} frames at {width}x{height}, {fps:.3f} fps "

@@ -39,7 +39,7 @@ Finished = Callable[[int, np.ndarray], Iterable[np.ndarray]]
 #: Executors that :func:`get_executor` knows by name.
 EXECUTORS = ("local", "ray")
 #: Where Ray workers read the source video from.
-RAY_SOURCES = ("shared path", "object store")
+RAY_SOURCES = ("shared_path", "object_store")
 
 EXECUTOR = declare("executor", "local", "Where segments run: local = in this process, one at a time; ray = as Ray "
                                         "tasks on a Ray cluster (pip install ray), several at a time.",
@@ -52,9 +52,9 @@ CPUS_PER_TASK = declare("cpus_per_task", 1, "CPU cores per segment task (executo
 GPUS_PER_TASK = declare("gpus_per_task", 0.0, "GPUs per segment task (executor ray); a task uses the CUDA backend "
                                               "where its worker has a GPU (backend auto).", min=0.0, max=16.0,
                         step=0.25)
-RAY_SOURCE = declare("ray_source", "shared path", "How Ray workers get the source video: shared path = read it at "
-                                                  "the same path on every node; object store = the driver sends "
-                                                  "the file's bytes once.", choices=RAY_SOURCES)
+RAY_SOURCE = declare("ray_source", "shared_path", "How Ray workers get the source video: shared_path = read it "
+                                                  "at the same path on every node; object_store = the driver "
+                                                  "sends the file's bytes once.", choices=RAY_SOURCES)
 #: The executor settings, in widget / option order.
 EXECUTOR_SETTINGS: tuple[Setting, ...] = (EXECUTOR, RAY_ADDRESS, CPUS_PER_TASK, GPUS_PER_TASK, RAY_SOURCE)
 
@@ -98,7 +98,8 @@ class LocalExecutor:
     name = "local"
 
     def map_ordered(self, fn: SegmentFunction, jobs: Iterable[SegmentJob], max_in_flight: int = 1,
-                    progress: Callable[[], None] | None = None, finished: Finished | None = None) -> Iterator[Iterable[np.ndarray]]:
+                    progress: Callable[[], None] | None = None,
+                    finished: Finished | None = None) -> Iterator[Iterable[np.ndarray]]:
         for job in jobs:
             yield fn(job, progress)
 

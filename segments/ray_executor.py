@@ -10,10 +10,11 @@ to the writer (the interface of :mod:`segments.executors`):
 * a task whose worker dies is retried by Ray (``max_retries``); a segment is a pure function, so the
   output is unchanged;
 * the stylized keyframes travel with the pickled job through the object store; the source video is read at
-  its path on every node (``ray_source`` "shared path") or sent once through the object store
-  ("object store");
+  its path on every node (``ray_source`` "shared_path") or sent once through the object store
+  ("object_store");
 * each task runs :func:`segments.ray_task.run_job`, which loads the pack on the worker and returns the
-  node's id and the segment's uint8 frames ``[n,H,W,3]``; with ``gpus_per_task`` > 0 the backend ``auto`` picks CUDA there.
+  node's id and the segment's uint8 frames ``[n,H,W,3]``; with ``gpus_per_task`` > 0 the backend ``auto``
+  picks CUDA there.
 
 Ray is optional: without it, :class:`RayExecutor` raises an error that names ``pip install ray``.
 """
@@ -81,7 +82,7 @@ class RayExecutor:
             ``HOST:PORT``; ignored when Ray is already initialized in this process (that cluster is used).
         cpus_per_task: ``num_cpus`` of each task, and its synthesis threads.
         gpus_per_task: ``num_gpus`` of each task.
-        source: ``"shared path"`` or ``"object store"`` (how workers get the video).
+        source: ``"shared_path"`` or ``"object_store"`` (how workers get the video).
         max_retries: retries of a task whose worker died.
 
     Raises:
@@ -92,9 +93,9 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str = "", cpus_per_task: int = 1, gpus_per_task: float = 0.0,
-                 source: str = "shared path", max_retries: int = MAX_RETRIES) -> None:
+                 source: str = "shared_path", max_retries: int = MAX_RETRIES) -> None:
         if source not in RAY_SOURCES:
-            raise input_error("ray_source", f"one of {RAY_SOURCES}", repr(source), "use 'shared path'")
+            raise input_error("ray_source", f"one of {RAY_SOURCES}", repr(source), "use 'shared_path'")
         self.ray = import_ray()
         self.cpus, self.gpus, self.source, self.max_retries = int(cpus_per_task), float(gpus_per_task), source, \
             max_retries
@@ -167,7 +168,7 @@ class RayExecutor:
                 if job is None:
                     exhausted = True
                     break
-                if self.source == "object store" and source is None:
+                if self.source == "object_store" and source is None:
                     source = ray.put(Path(job.index.path).read_bytes())  # once; each task gets the bytes
                 ref = remote.remote(package, str(PACK_ROOT), pickle.dumps((fn, job)), source,
                                     max(1, self.cpus), os.environ.get(EXIT_ONCE_ENV))

@@ -73,7 +73,7 @@ def run_job(package: str, driver_root: str, payload: bytes, source: bytes | None
         errors = sys.modules[f"{package}.common.errors"]
         raise errors.input_error(
             "ray_source", "the source video at the same path on every Ray node", f"{job.index.path} missing on "
-            f"node {os.uname().nodename}", ["set ray_source to 'object store' (the driver sends the file's bytes)",
+            f"node {os.uname().nodename}", ["set ray_source to object_store (the driver sends the file's bytes)",
                                             "put the video on storage every node mounts at that path"])
     import ray
 
