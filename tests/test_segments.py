@@ -139,7 +139,7 @@ def test_jobs_pickle_and_run_anywhere_with_the_same_frames(clip, complete, tmp_p
         name = "pickling"
         cancelled = False
 
-        def map_ordered(self, fn, jobs, max_in_flight=1, progress=None):
+        def map_ordered(self, fn, jobs, max_in_flight=1, progress=None, finished=None):
             for job in jobs:
                 yield np.stack(list(fn(pickle.loads(pickle.dumps(job)))))
 
