@@ -107,6 +107,18 @@ def test_an_unreachable_address_is_refused_quickly_naming_it():
     assert not ray.is_initialized()
 
 
+def test_the_propagate_command_names_its_ray_address_option(megamind_path, tmp_path, capsys):
+    from rerender_video.cli import main
+
+    shutdown()
+    address = f"127.0.0.1:{free_port()}"
+    code = main(["propagate", str(megamind_path), str(megamind_path.parent / "megamind_keys"), "--frames", "5",
+                 "--executor", "ray", "--ray-address", address, "--output", str(tmp_path / "out.mp4")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: --ray-address: Expected a running Ray cluster, Got: {address}"), err
+    assert not (tmp_path / "out.mp4").exists()
+
+
 # --- one machine: a local Ray --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
