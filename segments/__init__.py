@@ -2,7 +2,8 @@
 
 Modules: :mod:`.plan` (the segments between keyframes, pure), :mod:`.job` (``SegmentJob`` and the pure
 ``run_segment``), :mod:`.store` (finished segments on disk, for resume), :mod:`.memory` (the memory guard),
-:mod:`.executors` (where jobs run: ``local``; the interface a distributed executor implements) and
+:mod:`.executors` (where jobs run: ``local``, or ``ray`` in :mod:`.ray_executor` with :mod:`.ray_task` on the
+workers; the interface and the settings that choose one) and
 :mod:`.engine` (``propagate_to_video``: checks, plan, run, write). Nothing here imports ComfyUI; only
 ``nodes/`` and ``cli/`` import this package.
 """
