@@ -10,6 +10,7 @@ node or task, so the tests fit CI's two cores; nothing here is timed (benchmarks
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -217,6 +218,7 @@ def two_nodes(tmp_path, monkeypatch):
     finally:
         shutdown()
         _stop(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 #: The driver of the two-node run, in its own process: Ray does not support joining a second cluster from a
