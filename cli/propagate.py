@@ -56,12 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """Index the video, check everything, then propagate and blend segment by segment into the mp4."""
     from ..common.cache import check_writable
     from ..common.keyframes import from_indices
-    from ..common.settings import field_values
-    from ..flow.dis import DisFlow
-    from ..propagation.guides import GuideWeights
     from ..propagation.keyframe_files import KeyframeFolder, image_files, read_image
-    from ..propagation.params import SynthesisParams
-    from ..propagation.settings import poisson_weights
     from ..segments.engine import prepare_video
     from ..segments.job import SegmentSettings
     from ..videoio.frame_index import index_video
@@ -69,9 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     output = check_writable(args.output or Path.cwd() / f"{args.video.stem}_propagated.mp4")  # before any work
-    values = vars(args)
-    params = SynthesisParams(**field_values(SynthesisParams, values)).validate()
-    weights = GuideWeights(**field_values(GuideWeights, values))
+    settings = SegmentSettings.from_values(vars(args))
+    settings.params.validate()
     key_height, key_width = read_image(image_files(args.keyframe_dir)[0]).shape[:2]
     width = args.custom_width or (0 if args.custom_height else key_width)
     height = args.custom_height or (0 if args.custom_width else key_height)
@@ -85,10 +79,6 @@ def run(args: argparse.Namespace) -> int:
     keyframes = from_indices(keyframe_images.indices, count)
     print(f"loaded {count} frames at {width}x{height}, {fps:.3f} fps; keyframes {list(keyframes.indices)}")
 
-    settings = SegmentSettings(params, weights, args.direction, args.temporal_nnf_init,
-                               histogram=args.histogram_blend, poisson=args.poisson_blend,
-                               poisson_weights=poisson_weights(args.poisson_luma_weight, args.poisson_chroma_weight),
-                               flow=DisFlow(args.dis_preset), backend=args.backend)
     run = prepare_video(index, keyframe_images, keyframes, output, settings, crf=args.crf)
     print(f"segments: {run.describe()} (finished segments are kept: an interrupted run resumes)")
     note_kernel_compile()
