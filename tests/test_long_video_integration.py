@@ -27,14 +27,11 @@ import pytest
 
 from rerender_video.cli import comfy_run
 from rerender_video.tests.comfy_server import ComfyServer, ModelsUnavailable, error_message, make_base
+from rerender_video.tests.test_pipeline_integration import (CHECKPOINT, CONTROLNET, FRAMES, INTERVAL, MODELS,
+                                                            PACK_ROOT, SIZE, SKIP, STEPS)
 
 pytestmark = pytest.mark.integration
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = "tiny_sd15_sd15layout_taesd.safetensors"
-CONTROLNET = "tiny_sd15_sd15layout_controlnet.safetensors"
-MODELS = [("checkpoints", CHECKPOINT), ("controlnet", CONTROLNET)]
-FRAMES, SKIP, SIZE, INTERVAL, STEPS = 12, 30, 256, 4, 4
 LOAD = [("frame_load_cap", FRAMES), ("skip_first_frames", SKIP), ("custom_width", SIZE), ("custom_height", SIZE)]
 COMMON = [("Load Checkpoint", "ckpt_name", CHECKPOINT), ("Load ControlNet", "control_net_name", CONTROLNET),
           ("Keyframe Renderer", "steps", STEPS), ("Keyframe Selection", "mode", "uniform"),

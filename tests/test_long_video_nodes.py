@@ -9,7 +9,6 @@ chain in a real ComfyUI is in tests/test_long_video_integration.py.
 from __future__ import annotations
 
 import json
-import shutil
 
 import av
 import numpy as np
@@ -35,17 +34,6 @@ WIDTH = 128
 FAST = {"search_vote_iters": 2, "patchmatch_iters": 2}
 LOAD = dict(frame_load_cap=40, skip_first_frames=70, custom_width=WIDTH)
 FLOW_WIDGETS = dict(backend="dis", dis_preset="medium", raft_model="auto", occlusion_alpha=0.01, occlusion_beta=0.5)
-
-
-@pytest.fixture
-def folders(tmp_path, monkeypatch, megamind_path):
-    input_dir, output_dir = tmp_path / "input", tmp_path / "output"
-    input_dir.mkdir()
-    output_dir.mkdir()
-    shutil.copy(megamind_path, input_dir / "Megamind.avi")
-    monkeypatch.setattr(_comfy, "input_directory", lambda: input_dir)
-    monkeypatch.setattr(_comfy, "output_directory", lambda: output_dir)
-    return input_dir, output_dir
 
 
 def settings_widgets(**changed) -> dict:
