@@ -3,6 +3,7 @@
 Modules: :mod:`.plan` (the segments between keyframes, pure), :mod:`.job` (``SegmentJob`` and the pure
 ``run_segment``), :mod:`.store` (finished segments on disk, for resume), :mod:`.memory` (the memory guard),
 :mod:`.executors` (where jobs run: ``local``; the interface a distributed executor implements) and
-:mod:`.engine` (``propagate_to_video``: checks, plan, run, write). Nothing here imports ComfyUI; only
+:mod:`.engine` (``propagate_to_video``: checks, plan, run, write); :mod:`.keyframes` serves the keyframe stage of
+a long clip (keyframes chosen while streaming the file, just the keyframes loaded). Nothing here imports ComfyUI; only
 ``nodes/`` and ``cli/`` import this package.
 """
