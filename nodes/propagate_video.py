@@ -13,7 +13,7 @@ from ..segments.job import SegmentSettings
 from ..videoio.frame_index import index_for_info, index_video
 from ._comfy import Progress
 from ._widgets import widget, widgets
-from .video import RerenderSaveVideo, _typed_path, save_target, workflow_metadata
+from .video import RerenderSaveVideo, _fingerprint, _typed_path, save_target, workflow_metadata
 
 #: Widgets of the output file, after the settings (same meaning as on Rerender Save Video).
 _SAVE = RerenderSaveVideo.INPUT_TYPES()["required"]
@@ -87,6 +87,11 @@ class RerenderPropagateToVideo:
         return {"ui": {"images": [preview], "animated": (True,)}, "result": (str(Path(written)),)}
 
     VALIDATE_INPUTS = RerenderSaveVideo.VALIDATE_INPUTS
+
+    @classmethod
+    def IS_CHANGED(cls, video_path: str = "", **_):
+        """A typed source runs again when the file changes (a VIDEO_INFO changes with its Load Video)."""
+        return _fingerprint(_typed_path(video_path)) if str(video_path).strip() else ""
 
 
 NODE_CLASS_MAPPINGS = {"RerenderPropagateToVideo": RerenderPropagateToVideo}

@@ -241,3 +241,7 @@ def test_node_definitions(folders):
     assert "keyframes" in video_nodes.RerenderLoadVideo.INPUT_TYPES()["optional"]
     assert "keyframes" not in video_nodes.RerenderVideoInfoPath.INPUT_TYPES().get("optional", {})
     assert set(RerenderKeyframeSelection.INPUT_TYPES()["optional"]) >= {"frames", "video_info"}
+    input_dir, _ = folders
+    before = RerenderPropagateToVideo.IS_CHANGED(video_path="Megamind.avi")
+    (input_dir / "Megamind.avi").touch()
+    assert RerenderPropagateToVideo.IS_CHANGED(video_path="Megamind.avi") != before  # a changed source runs again
