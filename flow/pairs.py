@@ -13,7 +13,7 @@ serves warping either way. The modes (Rerender §4; propagation/ALGORITHM.md §1
 
 from __future__ import annotations
 
-from ..common.errors import input_error
+from ..common.errors import NodeFix, input_error
 from ..common.keyframes import Keyframes
 
 PAIR_MODES = ("consecutive", "keyframes", "consecutive+keyframes")
@@ -110,7 +110,7 @@ def pairs_for_mode(mode: str, frame_count: int, keyframes: Keyframes | None = No
     if "keyframes" in mode:
         if keyframes is None:
             raise input_error("keyframes", f"keyframes for pair_mode {mode}", "none",
-                              "set keyframe_interval or keyframe_indices, or connect KEYFRAMES")
+                              ["set keyframe_interval or keyframe_indices", NodeFix("connect a KEYFRAMES")])
         if keyframes.frame_count != frame_count:
             raise input_error("keyframes", f"KEYFRAMES for {frame_count} frames",
                               f"KEYFRAMES for {keyframes.frame_count} frames",

@@ -77,7 +77,7 @@ class SynthesisParams:
         _check_int("patchmatch_iters", self.patchmatch_iters, 0, "use 6 (Rerender) or 4 (EbSynth CLI)")
         _check_int("initial_nnf_levels", self.initial_nnf_levels, 1, "use 1 (finest level only) or 2")
         _check_int("freeze_levels", self.freeze_levels, 0, "use 2 (freeze only at the two finest levels)")
-        _check_int("seed", self.seed, 0, "use a non-negative integer")
+        _check_int("patchmatch_seed", self.seed, 0, "use a non-negative integer")
         if not 0.0 <= float(self.uniformity) < float("inf"):
             raise input_error("uniformity", "a finite number >= 0", self.uniformity, "use 3500 (EbSynth's default)")
         if not 0.0 <= float(self.stop_threshold) <= 255.0:

@@ -74,19 +74,28 @@ def test_missing_video_gets_no_node_only_advice(keys, tmp_path, capsys):
                     "Fix: check the path (absolute, or relative to the current folder).")
 
 
-@pytest.mark.parametrize("command, present, absent", [
-    ("propagate", ["--frames", "--skip + --frames", "--width / --height"], ["--every", "force"]),
-    ("flow", ["--frames", "raise --every (now 1)", "--width / --height"], ["force"]),
-])
-def test_memory_error_lists_the_fixes_this_command_has(command, present, absent, megamind_path, keys, tmp_path,
-                                                      monkeypatch, capsys):
+def test_memory_error_lists_the_fixes_this_command_has(megamind_path, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("rerender_video.common.memory.available_bytes", lambda: 20 * 720 * 528 * 3 * 4)
-    inputs = [megamind_path, keys, "--width", 720] if command == "propagate" else [megamind_path]
-    code, _, err = run_cli([command, *inputs, "--output", tmp_path / "out.mp4"], capsys)
+    code, _, err = run_cli(["flow", megamind_path, "--output", tmp_path / "out.mp4"], capsys)
     assert code == 2
     line = assert_one_error_line(err)
     assert line.startswith("error: --frames: Expected decoded frames")
-    assert all(text in line for text in present) and not any(text in line for text in absent), line
+    assert all(text in line for text in ["--frames", "raise --every (now 1)", "--width / --height"]), line
+    assert "force" not in line, line
+
+
+def test_segment_memory_guard_speaks_in_options_before_any_work(megamind_path, keys, tmp_path, monkeypatch,
+                                                                capsys):
+    """propagate streams segment by segment: its guard is one segment's need, not the clip's length."""
+    monkeypatch.setattr("rerender_video.segments.memory.available_bytes", lambda: 8 * 2**20)
+    code, out, err = run_cli(["propagate", megamind_path, keys, "--width", 720, "--output", tmp_path / "out.mp4"],
+                             capsys)
+    assert code == 2
+    note, line = err.strip().splitlines()  # the resize note, then one error line
+    assert note.startswith("note: keyframes resized"), err
+    assert line.startswith("error: keyframes: Expected segments whose frames, flows and candidates fit"), line
+    assert "at 720x528" in line and "--width / --height (now 720x528)" in line and "custom_" not in line, line
+    assert "segments:" not in out and not (tmp_path / "out.mp4").exists()  # refused before the engine started
 
 
 def test_option_names_rewrite_only_whole_input_names():

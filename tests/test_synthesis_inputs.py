@@ -30,7 +30,7 @@ def test_even_or_small_patch_size(frame, patch_size):
     ("search_vote_iters", 0, "search_vote_iters"), ("patchmatch_iters", -1, "patchmatch_iters"),
     ("uniformity", -1.0, "uniformity"), ("uniformity", float("nan"), "uniformity"),
     ("stop_threshold", 300.0, "stop_threshold"), ("vote_mode", "median", "vote_mode"),
-    ("pyramid_levels", -2, "pyramid_levels"), ("seed", -1, "seed"), ("initial_nnf_levels", 0, "initial_nnf"),
+    ("pyramid_levels", -2, "pyramid_levels"), ("seed", -1, "patchmatch_seed"), ("initial_nnf_levels", 0, "initial_nnf"),
 ])
 def test_bad_parameters(frame, field, value, match):
     with pytest.raises(InputError, match=match):
