@@ -59,31 +59,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Index the video, check everything, then propagate and blend segment by segment into the mp4."""
     from ..common.cache import check_writable
-    from ..common.settings import field_values
-    from ..propagation.guides import GuideWeights
-    from ..propagation.params import SynthesisParams
     from ..segments.executors import EXECUTOR_SETTINGS, make_executor
+    from ..segments.job import SegmentSettings
 
     started = time.perf_counter()
     output = check_writable(args.output or Path.cwd() / f"{args.video.stem}_propagated.mp4")  # before any work
     values = vars(args)
-    params = SynthesisParams(**field_values(SynthesisParams, values)).validate()
-    weights = GuideWeights(**field_values(GuideWeights, values))
+    settings = SegmentSettings.from_values(values)
+    settings.params.validate()
     executor = make_executor(**{setting.name: values[setting.name] for setting in EXECUTOR_SETTINGS})  # connects
     try:
-        return _propagate(args, output, params, weights, executor, started)
+        return _propagate(args, output, settings, executor, started)
     finally:
         if hasattr(executor, "close"):
             executor.close()
 
 
-def _propagate(args, output, params, weights, executor, started) -> int:
+def _propagate(args, output, settings, executor, started) -> int:
     from ..common.keyframes import from_indices
-    from ..flow.dis import DisFlow
     from ..propagation.keyframe_files import KeyframeFolder, image_files, read_image
-    from ..propagation.settings import poisson_weights
     from ..segments.engine import prepare_video
-    from ..segments.job import SegmentSettings
     from ..videoio.frame_index import index_video
     from ._progress import Progress, note_kernel_compile
 
@@ -100,10 +95,6 @@ def _propagate(args, output, params, weights, executor, started) -> int:
     keyframes = from_indices(keyframe_images.indices, count)
     print(f"loaded {count} frames at {width}x{height}, {fps:.3f} fps; keyframes {list(keyframes.indices)}")
 
-    settings = SegmentSettings(params, weights, args.direction, args.temporal_nnf_init,
-                               histogram=args.histogram_blend, poisson=args.poisson_blend,
-                               poisson_weights=poisson_weights(args.poisson_luma_weight, args.poisson_chroma_weight),
-                               flow=DisFlow(args.dis_preset), backend=args.backend)
     run = prepare_video(index, keyframe_images, keyframes, output, settings, crf=args.crf, executor=executor)
     print(f"segments: {run.describe()} (finished segments are kept: an interrupted run resumes)")
     if executor.name == "ray":

@@ -154,6 +154,32 @@ def resolve(frame_count: int, interval: int = 0, explicit: str = "",
     return uniform(frame_count, interval)
 
 
+def resolve_batch(batch_count: int, interval: int = 0, explicit: str = "",
+                  keyframes: Keyframes | None = None) -> tuple[Keyframes, tuple[int, ...]]:
+    """:func:`resolve` for an IMAGE batch that is the whole video or only its keyframes.
+
+    A batch is *keyframes-only* when a KEYFRAMES input is given, the batch holds exactly one image per
+    keyframe and the KEYFRAMES is of a longer video (Load Video with its ``keyframes`` input connected):
+    row ``i`` is then keyframe ``i``, and frame indices stay the video's.
+
+    Returns:
+        ``(keyframes, rows)``: the keyframes and the video frame index of every row of the batch
+        (``0 … N-1`` for a whole video).
+
+    Raises:
+        InputError: as :func:`resolve`.
+
+    Example:
+        >>> chosen, rows = resolve_batch(3, keyframes=uniform(25, 10))
+        >>> chosen.frame_count, rows
+        (25, (0, 10, 20))
+    """
+    if keyframes is not None and keyframes.frame_count != batch_count and batch_count == len(keyframes.indices):
+        return keyframes, tuple(int(index) for index in keyframes.indices)
+    chosen = resolve(batch_count, interval, explicit, keyframes)
+    return chosen, tuple(range(batch_count))
+
+
 def from_indices(indices: Sequence[int], frame_count: int, mode: str = "explicit") -> Keyframes:
     """Validated :class:`Keyframes` from a sequence of indices (sorted; no duplicates allowed)."""
     return Keyframes(tuple(check_indices(indices, frame_count, "keyframe_indices")), frame_count, mode)

@@ -11,6 +11,8 @@ shot starts, frames 1 (after the black frame 0), 98, 154 and 200.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import cv2
 import numpy as np
 import torch
@@ -30,11 +32,11 @@ def _small_grey(frame: torch.Tensor) -> np.ndarray:
     return cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-def cut_scores(frames: torch.Tensor) -> np.ndarray:
+def cut_scores(frames: torch.Tensor | Iterable[torch.Tensor]) -> np.ndarray:
     """Mean absolute grey-level difference between each frame and the next.
 
     Args:
-        frames: IMAGE ``[N,H,W,3]`` float32 in [0,1].
+        frames: IMAGE ``[N,H,W,3]`` float32 in [0,1], or an iterable of ``[H,W,3]`` frames.
 
     Returns:
         ``[N-1]`` float32: ``scores[i]`` compares frame ``i`` with frame ``i+1`` (0–255 units).
@@ -54,11 +56,12 @@ def cut_scores(frames: torch.Tensor) -> np.ndarray:
     return np.asarray(scores, dtype=np.float32)
 
 
-def detect_scene_cuts(frames: torch.Tensor, threshold: float = DEFAULT_THRESHOLD) -> list[int]:
+def detect_scene_cuts(frames: torch.Tensor | Iterable[torch.Tensor], threshold: float = DEFAULT_THRESHOLD) -> list[int]:
     """Indices of the frames that start a new shot (the frame after each cut).
 
     Args:
-        frames: IMAGE ``[N,H,W,3]`` float32 in [0,1].
+        frames: IMAGE ``[N,H,W,3]`` float32 in [0,1], or an iterable of ``[H,W,3]`` frames (streamed: one
+            frame is held at a time).
         threshold: mean absolute grey-level difference (0–255) above which two consecutive frames
             belong to different shots. 20 separates Megamind's cuts (34–45) from its fastest motion (< 5).
 

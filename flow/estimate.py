@@ -53,6 +53,25 @@ def _check_pairs(pairs: Sequence[tuple[int, int]], frame_count: int) -> list[tup
     return checked
 
 
+def _batch_pairs(pairs: Sequence[tuple[int, int]], frame_indices: Sequence[int], rows: int,
+                 frame_count: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Video-index pairs and the batch-row pairs they are computed on (``estimate_flow``'s ``frame_indices``)."""
+    indices = [int(index) for index in frame_indices]
+    if len(indices) != rows:
+        raise input_error("frame_indices", f"one video frame index per image of the batch ({rows})",
+                          f"{len(indices)} indices", "pass the indices of the frames the batch holds")
+    check_indices(indices, frame_count, "frame_indices")
+    row_of = {index: row for row, index in enumerate(indices)}
+    checked = _check_pairs(pairs, frame_count)
+    absent = sorted({index for pair in checked for index in pair if index not in row_of})
+    if absent:
+        raise input_error("frames", f"the frames of every pair (a batch of frames {indices[:8]})",
+                          f"pairs that need frames {absent[:8]} the batch does not hold",
+                          ["load the whole video", "use pair_mode keyframes with the KEYFRAMES the batch was "
+                           "loaded with"])
+    return checked, [(row_of[source], row_of[target]) for source, target in checked]
+
+
 def _check_disk(pair_count: int, height: int, width: int) -> None:
     check_free_space(pair_count * height * width * 4 * (2 + 2 + 1 + 1), "flows",
                      f"{pair_count} pairs at {width}x{height}")
@@ -83,7 +102,8 @@ def cache_location(flows: FlowPairs) -> Path | None:
 
 def estimate_flow(frames: torch.Tensor, pairs: Sequence[tuple[int, int]], backend: FlowBackend,
                   alpha: float = ALPHA, beta: float = BETA, progress: Progress | None = None,
-                  video_key: str | None = None) -> FlowPairs:
+                  video_key: str | None = None, frame_indices: Sequence[int] | None = None,
+                  frame_count: int | None = None) -> FlowPairs:
     """Optical flow in both directions and occlusion masks for ``pairs`` of ``frames``, cached on disk.
 
     Args:
@@ -94,13 +114,18 @@ def estimate_flow(frames: torch.Tensor, pairs: Sequence[tuple[int, int]], backen
         progress: ``progress(done_pairs, preview_HW3)``; the preview is the colour-coded flow of
             the latest pair (at most twice a second). It may raise to interrupt; nothing is cached then.
         video_key: ``common.cache.content_key(frames)`` if the caller has it already.
+        frame_indices: for a batch holding only some frames of a video (e.g. just its keyframes), the video
+            frame index of each row; ``pairs`` are then video indices, and so are the FLOW's, so it serves
+            the same nodes as a FLOW of the whole video. ``None``: row ``i`` is frame ``i``.
+        frame_count: with ``frame_indices``, the video's frame count (the FLOW's ``frame_count``).
 
     Returns:
         :class:`~flow.types.FlowPairs` whose arrays are read-only memory maps of the cache entry.
 
     Raises:
         InputError: frames that are not an IMAGE batch, fewer than 2 frames, frames too small for
-            the backend, pair indices out of range, negative thresholds, or too little disk space.
+            the backend, pair indices out of range, negative thresholds, or too little disk space; with
+            ``frame_indices``, a pair of a frame that is not in the batch.
 
     Example:
         >>> from rerender_video.flow.dis import DisFlow
@@ -110,14 +135,21 @@ def estimate_flow(frames: torch.Tensor, pairs: Sequence[tuple[int, int]], backen
         ((2, 32, 48, 2), (2, 32, 48))
     """
     frames = check_image_batch(frames, "frames")
-    frame_count, height, width = frames.shape[:3]
-    if frame_count < 2:
+    rows, height, width = frames.shape[:3]
+    if rows < 2:
         raise input_error("frames", "at least 2 frames to compute optical flow between", f"{frame_count} frame(s)",
                           "load more frames (frame_load_cap 0 loads them all)")
     backend.check_size(height, width)
     check_thresholds(alpha, beta)
+    video_frames, row_pairs = rows, None
+    if frame_indices is not None:
+        video_frames = int(frame_count if frame_count is not None else max(frame_indices) + 1)
+        pairs, row_pairs = _batch_pairs(pairs, frame_indices, rows, video_frames)
+    frame_count = video_frames
     pairs = _check_pairs(pairs, frame_count)
     video_key = video_key or content_key(frames)
+    if frame_indices is not None:
+        video_key = content_key("frames-of-video", video_key, [int(index) for index in frame_indices], frame_count)
     key = flow_cache_key(video_key, pairs, backend, alpha, beta)
     cached = lookup(CACHE_NAMESPACE, key)
     if cached is not None:
@@ -133,7 +165,7 @@ def estimate_flow(frames: torch.Tensor, pairs: Sequence[tuple[int, int]], backen
                                             shape=(len(pairs), height, width, *(() if "occlusion" in name else (2,))))
             for name in ARRAYS
         }
-        _compute(frames, pairs, backend, arrays, alpha, beta, progress)
+        _compute(frames, row_pairs or pairs, backend, arrays, alpha, beta, progress)
         for array in arrays.values():
             array.flush()
         del arrays  # close the maps before the entry is renamed into place

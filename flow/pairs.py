@@ -39,6 +39,28 @@ def consecutive_pairs(frame_count: int) -> list[tuple[int, int]]:
     return [(index, index + 1) for index in range(frame_count - 1)]
 
 
+def keyframe_to_keyframe_pairs(keyframes: Keyframes) -> list[tuple[int, int]]:
+    """The pairs of the keyframe stage only: for every keyframe after the anchor, ``(anchor, key)`` and
+    ``(previous_key, key)`` (one pair when they coincide) — all a batch of just the keyframes can give.
+
+    Raises:
+        InputError: fewer than 2 frames.
+
+    Example:
+        >>> from rerender_video.common.keyframes import Keyframes
+        >>> keyframe_to_keyframe_pairs(Keyframes((0, 3, 6), 8))
+        [(0, 3), (0, 6), (3, 6)]
+    """
+    _check_frame_count(keyframes.frame_count)
+    keys = keyframes.indices
+    pairs: list[tuple[int, int]] = []
+    for previous_key, key in zip(keys[:-1], keys[1:]):
+        pairs.append((keyframes.anchor, key))
+        if previous_key != keyframes.anchor:
+            pairs.append((previous_key, key))
+    return pairs
+
+
 def keyframe_pairs(keyframes: Keyframes) -> list[tuple[int, int]]:
     """Pairs for the keyframe stage and keyframe-to-frame warps, keyframe first.
 
@@ -54,13 +76,7 @@ def keyframe_pairs(keyframes: Keyframes) -> list[tuple[int, int]]:
         >>> keyframe_pairs(Keyframes((0, 3, 6), 8))
         [(0, 3), (0, 6), (3, 6), (0, 1), (3, 1), (0, 2), (3, 2), (3, 4), (6, 4), (3, 5), (6, 5), (6, 7)]
     """
-    _check_frame_count(keyframes.frame_count)
-    keys = keyframes.indices
-    pairs: list[tuple[int, int]] = []
-    for previous_key, key in zip(keys[:-1], keys[1:]):
-        pairs.append((keyframes.anchor, key))
-        if previous_key != keyframes.anchor:
-            pairs.append((previous_key, key))
+    pairs = keyframe_to_keyframe_pairs(keyframes)
     for previous_key, next_key, frames in keyframes.segments():
         for frame in frames:
             pairs.extend((key, frame) for key in (previous_key, next_key) if key is not None)

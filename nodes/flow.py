@@ -7,11 +7,11 @@ import torch
 
 from ..common.checks import check_image_batch
 from ..common.errors import input_error
-from ..common.keyframes import Keyframes, resolve
+from ..common.keyframes import Keyframes, resolve_batch
 from ..common.memory import check_allocation
 from ..flow.dis import DisFlow
 from ..flow.estimate import estimate_flow
-from ..flow.pairs import pairs_for_mode
+from ..flow.pairs import keyframe_to_keyframe_pairs, pairs_for_mode
 from ..flow.raft import RAFT_MODELS, TORCHVISION_FILES, RaftFlow, find_weights, list_weight_files
 from ..flow.settings import BACKEND, DIS_PRESET, OCCLUSION_ALPHA, OCCLUSION_BETA, PAIR_MODE
 from ..flow.visualize import flow_preview
@@ -73,7 +73,10 @@ class RerenderEstimateFlow:
         return {
             "required": {
                 "frames": ("IMAGE", {"tooltip": "The video frames [N,H,W,3] (Rerender Load Video); at least 2 "
-                                                "frames of at least 16×16 pixels."}),
+                                                "frames of at least 16×16 pixels. Or just the keyframes (Load "
+                                                "Video with keyframes connected) with pair_mode keyframes and the "
+                                                "same KEYFRAMES connected: only the pairs the Keyframe Renderer "
+                                                "reads are computed, indices stay the video's."}),
                 "backend": widget(BACKEND),
                 "dis_preset": widget(DIS_PRESET),
                 "raft_model": (raft_model_choices(), {"tooltip":
@@ -98,14 +101,25 @@ class RerenderEstimateFlow:
                  occlusion_alpha, occlusion_beta, keyframes: Keyframes | None = None):
         frames = check_image_batch(frames, "frames")
         frame_count, height, width = frames.shape[:3]
-        selected = (resolve(frame_count, keyframe_interval, keyframe_indices, keyframes)
-                    if "keyframes" in pair_mode and frame_count > 1 else None)
-        pairs = pairs_for_mode(pair_mode, frame_count, selected)
+        selected, rows = None, None
+        if "keyframes" in pair_mode and frame_count > 1:
+            selected, rows = resolve_batch(frame_count, keyframe_interval, keyframe_indices, keyframes)
+        if selected is not None and selected.frame_count != frame_count:  # a batch of just the keyframes
+            if pair_mode != "keyframes":
+                raise input_error("pair_mode", "keyframes for a batch of only the keyframes (Load Video with "
+                                  "keyframes connected)", pair_mode,
+                                  ["use pair_mode keyframes", "load the whole video for consecutive pairs"])
+            frame_count = selected.frame_count
+            pairs = keyframe_to_keyframe_pairs(selected)
+        else:
+            rows = None
+            pairs = pairs_for_mode(pair_mode, frame_count, selected)
         estimator = make_backend(backend, dis_preset, raft_model)
         estimator.check_size(height, width)
         fixes = ["load fewer frames or a smaller size", "use pair_mode consecutive"]
         check_allocation(height * width * 4 * 4, len(pairs), "flow previews and occlusion masks", "frames", fixes)
-        flows = estimate_flow(frames, pairs, estimator, occlusion_alpha, occlusion_beta, progress=Progress(len(pairs)))
+        flows = estimate_flow(frames, pairs, estimator, occlusion_alpha, occlusion_beta, progress=Progress(len(pairs)),
+                              frame_indices=rows, frame_count=frame_count if rows else None)
         masks = torch.from_numpy(np.array(flows.occlusion_backward))  # a RAM copy of the memory map
         return (flows, flow_preview(flows), masks)
 

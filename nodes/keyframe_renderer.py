@@ -15,7 +15,7 @@ import torch
 from ..common import cache
 from ..common.checks import check_image_batch
 from ..common.errors import input_error
-from ..common.keyframes import Keyframes, resolve
+from ..common.keyframes import Keyframes, resolve_batch
 from ..keyframe.fusion import check_latent_size
 from ..keyframe.loop import FORMAT_VERSION, render_keyframes
 from ..keyframe.plan import KeyframePlan, check_flow
@@ -63,8 +63,9 @@ class RerenderKeyframeRenderer:
         constraints_required, constraints_optional = constraint_widgets()
         return {
             "required": {
-                "frames": ("IMAGE", {"tooltip": "The video frames [N,H,W,3] (Rerender Load Video); width and height "
-                                                "multiples of 8."}),
+                "frames": ("IMAGE", {"tooltip": "The video frames [N,H,W,3] (Rerender Load Video), or just the "
+                                                "keyframes (Load Video with keyframes connected; connect the "
+                                                "same KEYFRAMES here); width and height multiples of 8."}),
                 "model": ("MODEL", {"tooltip": "An SD1.5-family model; LoRAs and other model patches go upstream "
                                                "(e.g. core Load LoRA)."}),
                 "positive": ("CONDITIONING", {"tooltip": "Positive prompt, with the ControlNet applied (core Apply "
@@ -118,11 +119,9 @@ class RerenderKeyframeRenderer:
         from ._keyframe_adapter import ComfyModelAdapter
 
         adapter = ComfyModelAdapter(model, positive, negative, vae, seed, steps, cfg, sampler_name, scheduler, denoise)
-        hints = KeyframeHints(positive, negative, control_images, plan.frame_count, plan.indices)
-        frames = plan.frames
-
+        hints = KeyframeHints(positive, negative, control_images, plan.frame_count, plan.indices, plan.keyframes_only)
         def render_one(frame_index, reference, *, release_reference, progress):
-            return render_keyframe(adapter, frames[frame_index:frame_index + 1], frame_index, reference, flow,
+            return render_keyframe(adapter, plan.frame(frame_index), frame_index, reference, flow,
                                    plan.settings, control=hints.conditioning(frame_index),
                                    release_reference=release_reference, progress=progress)
 
@@ -153,15 +152,26 @@ class RenderPlan:
     its :class:`~keyframe.plan.KeyframePlan`."""
 
     def __init__(self, frames: torch.Tensor, selection: Keyframes, first_keyframe_only: bool,
-                 settings: ConstraintSettings, steps: int) -> None:
+                 settings: ConstraintSettings, steps: int, rows: Sequence[int] | None = None) -> None:
         self.frames = frames
-        self.frame_count = int(frames.shape[0])
+        self.rows = {int(index): row for row, index in enumerate(rows if rows is not None else range(len(frames)))}
+        self.frame_count = int(selection.frame_count)
         self.frame_size = (int(frames.shape[1]), int(frames.shape[2]))
         self.selection = selection
         self.indices = tuple(selection.indices)
         self.count = 1 if first_keyframe_only else len(self.indices)
         self.settings = settings
         self.steps = int(steps)
+
+    @property
+    def keyframes_only(self) -> bool:
+        """True when ``frames`` holds just the keyframes (row ``i`` = keyframe ``i``)."""
+        return len(self.rows) != self.frame_count
+
+    def frame(self, index: int) -> torch.Tensor:
+        """Video frame ``index`` as IMAGE ``[1,H,W,3]`` (``frames`` may hold the whole video or just the keyframes)."""
+        row = self.rows[int(index)]
+        return self.frames[row:row + 1]
 
     def keyframe_plan(self, total_steps: int | None = None) -> KeyframePlan:
         """The keyframes' plan at ``total_steps`` sampled steps (default: the steps widget)."""
@@ -188,7 +198,7 @@ class RenderPlan:
 
         def parts(position: int) -> list:
             index = indices[position]
-            found: list = [self.frames[index:index + 1], hints.identity(index)]
+            found: list = [self.frame(index), hints.identity(index)]
             if position > 0:
                 for source, key in keyframe_plan.flow_pairs(indices[0], indices[position - 1], index):
                     found += ["flow", source, *flow.between(source, key)]
@@ -210,9 +220,10 @@ def plan_render(frames: Any, keyframe_interval: int, keyframe_indices: str, keyf
     """
     frames = check_image_batch(frames, "frames")
     check_latent_size(frames.shape[1], frames.shape[2], "frames")
-    selection = resolve(int(frames.shape[0]), int(keyframe_interval), str(keyframe_indices or ""), keyframes)
+    selection, rows = resolve_batch(int(frames.shape[0]), int(keyframe_interval), str(keyframe_indices or ""),
+                                    keyframes)
     settings = ConstraintSettings.from_inputs(constraints)
-    plan = RenderPlan(frames, selection, bool(first_keyframe_only), settings, steps)
+    plan = RenderPlan(frames, selection, bool(first_keyframe_only), settings, steps, rows)
     if control_images is not None:
         _check_control_images(control_images, plan)
     check_flow(flow, plan.flow_pairs(), plan.frame_size, plan.frame_count)
@@ -239,15 +250,17 @@ class KeyframeHints:
 
     With ``control_images``, every ControlNet of the chain gets the keyframe's image (picked by frame
     index for ``N`` images, by keyframe order for ``M``); without, a ControlNet whose own hint batch
-    holds one image per frame (``N > 1``) gets the keyframe's, any other keeps its hint.
+    holds one image per frame (``N > 1``; or per keyframe, ``keyframes_only``: the frames are just the
+    keyframes) gets the keyframe's, any other keeps its hint.
 
     Raises:
         InputError: ``control_images`` but no ControlNet in the conditioning.
     """
 
     def __init__(self, positive: Any, negative: Any, control_images: torch.Tensor | None, frame_count: int,
-                 indices: Sequence[int]) -> None:
+                 indices: Sequence[int], keyframes_only: bool = False) -> None:
         self.positive, self.negative = positive, negative
+        self.keyframes_only = keyframes_only
         self.control_images = control_images
         self.frame_count = frame_count
         self.positions = {int(index): position for position, index in enumerate(indices)}
@@ -272,7 +285,8 @@ class KeyframeHints:
         if self.control_images is not None:
             return self._pick(self.control_images, frame_index, True).movedim(-1, 1)
         original = net.cond_hint_original
-        return self._pick(original, frame_index, False) if isinstance(original, torch.Tensor) else original
+        picked = self._pick(original, frame_index, self.keyframes_only) if isinstance(original, torch.Tensor) else None
+        return original if picked is None else picked
 
     def conditioning(self, frame_index: int) -> tuple[list, list] | None:
         """``(positive, negative)`` for keyframe ``frame_index`` (``None``: use the adapter's own)."""

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from ..common import keyframes as keyframe_rules
 from ..common.checks import check_image_batch
+from ..common.errors import input_error
 from ..common.keyframes import KEYFRAME_INDICES, KEYFRAME_INTERVAL
 from ..common.scene_cuts import DEFAULT_THRESHOLD, detect_scene_cuts
 from ..metrics.keyframe_cost import adaptive_keyframes
+from ..segments.keyframes import load_keyframes, select_keyframes
+from ..videoio.frame_index import index_for_info
 from ._comfy import Progress
 from ._widgets import widget
 
@@ -32,7 +35,6 @@ class RerenderKeyframeSelection:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "frames": ("IMAGE", {"tooltip": "The video frames, IMAGE [N,H,W,3]."}),
             "mode": (["uniform", "explicit", "scene_cuts", "adaptive"], {
                 "default": "uniform",
                 "tooltip": "uniform: every K-th frame; explicit: the list below; scene_cuts: every "
@@ -48,6 +50,12 @@ class RerenderKeyframeSelection:
                 "tooltip": "scene_cuts and adaptive modes: mean grey-level difference (0–255) between "
                            "consecutive frames above which a cut is declared. Lower finds more cuts."}),
         }, "optional": {
+            "frames": ("IMAGE", {"tooltip": "The video frames, IMAGE [N,H,W,3]. Or connect video_info instead."}),
+            "video_info": ("VIDEO_INFO", {"tooltip":
+                           "Instead of frames, for long videos: the video the VIDEO_INFO describes (Rerender Video "
+                           "Info (Path)) is read from its file, one frame at a time (uniform, explicit and "
+                           "scene_cuts modes); keyframe_images holds just the keyframes. Used when frames is not "
+                           "connected."}),
             "max_keyframes": ("INT", {
                 "default": 0, "min": 0, "max": 100000,
                 "tooltip": "adaptive mode: the keyframe budget; 0 = as many as uniform with keyframe_interval "
@@ -62,8 +70,18 @@ class RerenderKeyframeSelection:
                            "interval."}),
         }}
 
-    def select(self, frames, mode, keyframe_interval, keyframe_indices, cut_threshold, max_keyframes=0,
-               min_spacing=2, max_spacing=0):
+    def select(self, frames=None, mode="uniform", keyframe_interval=10, keyframe_indices="",
+               cut_threshold=DEFAULT_THRESHOLD, max_keyframes=0, min_spacing=2, max_spacing=0, video_info=None):
+        if frames is None:
+            if video_info is None:
+                raise input_error("frames", "the video frames or a video_info", "neither connected",
+                                  ["connect Rerender Load Video's images to frames",
+                                   "connect Rerender Video Info (Path) to video_info (long videos)"])
+            index = index_for_info(video_info, "video_info")
+            selection = select_keyframes(index, mode, keyframe_interval, keyframe_indices, cut_threshold,
+                                         Progress(index.frame_count))
+            text = ", ".join(str(index) for index in selection.indices)
+            return (selection, text, load_keyframes(index, selection))
         frames = check_image_batch(frames, "frames")
         count = frames.shape[0]
         if mode == "adaptive":

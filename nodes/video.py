@@ -16,7 +16,9 @@ from pathlib import Path
 from ..common.cache import check_writable
 from ..common.checks import check_image_batch
 from ..common.errors import InputError, input_error
+from ..segments.keyframes import load_video_keyframes
 from ..videoio import reader, writer
+from ..videoio.frame_index import index_video
 from ..videoio.info import VideoInfo
 from . import _comfy
 
@@ -45,6 +47,13 @@ _LOAD_OUTPUTS = dict(
         "Rerender Save Video to copy the source audio without re-encoding.",
     ),
 )
+
+
+_KEYFRAMES_INPUT = ("KEYFRAMES", {"tooltip":
+                     "Load just these frames (from Rerender Keyframe Selection on Rerender Video Info of the "
+                     "same video and widgets): images holds one frame per keyframe, in order; fps, "
+                     "audio and video_info stay those of the whole selection. For long videos: render the "
+                     "keyframes, then Rerender Propagate to Video streams the rest from the file."})
 
 
 def _selection_inputs() -> dict:
@@ -117,7 +126,13 @@ def _missing(path: Path, name: str) -> str | bool:
 
 
 def _load(path: Path, frame_load_cap: int, skip_first_frames: int, select_every_nth: int, force_rate: float,
-          custom_width: int, custom_height: int, size_multiple: int, unique_id=None) -> tuple:
+          custom_width: int, custom_height: int, size_multiple: int, unique_id=None, keyframes=None) -> tuple:
+    if keyframes is not None:
+        video = load_video_keyframes(path, keyframes, _comfy.Progress(1, unique_id), frame_load_cap=frame_load_cap,
+                                     skip_first_frames=skip_first_frames, select_every_nth=select_every_nth,
+                                     force_rate=force_rate, custom_width=custom_width, custom_height=custom_height,
+                                     size_multiple=size_multiple)
+        return video.images, video.fps, video.frame_count, video.audio, video.info
     total = reader.estimate_frame_count(path, frame_load_cap, skip_first_frames, select_every_nth, force_rate)
     video = reader.load_frames(path, frame_load_cap, skip_first_frames, select_every_nth, force_rate,
                                custom_width, custom_height, size_multiple,
@@ -142,6 +157,7 @@ class RerenderLoadVideo:
                           "A video file in ComfyUI's input folder; the upload button adds one."}),
                 **_selection_inputs(),
             },
+            "optional": {"keyframes": _KEYFRAMES_INPUT},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -154,9 +170,9 @@ class RerenderLoadVideo:
 
     def load(self, video: str, frame_load_cap: int = 0, skip_first_frames: int = 0, select_every_nth: int = 1,
              force_rate: float = 0.0, custom_width: int = 0, custom_height: int = 0, size_multiple: int = 8,
-             unique_id=None) -> tuple:
+             unique_id=None, keyframes=None) -> tuple:
         return _load(_input_path(video), frame_load_cap, skip_first_frames, select_every_nth, force_rate,
-                     custom_width, custom_height, size_multiple, unique_id)
+                     custom_width, custom_height, size_multiple, unique_id, keyframes)
 
     @classmethod
     def IS_CHANGED(cls, video: str, **_):
@@ -179,6 +195,7 @@ class RerenderLoadVideoPath:
                                "Surrounding quotes are ignored."}),
                 **_selection_inputs(),
             },
+            "optional": {"keyframes": _KEYFRAMES_INPUT},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -191,9 +208,9 @@ class RerenderLoadVideoPath:
 
     def load(self, video_path: str, frame_load_cap: int = 0, skip_first_frames: int = 0, select_every_nth: int = 1,
              force_rate: float = 0.0, custom_width: int = 0, custom_height: int = 0, size_multiple: int = 8,
-             unique_id=None) -> tuple:
+             unique_id=None, keyframes=None) -> tuple:
         return _load(_typed_path(video_path), frame_load_cap, skip_first_frames, select_every_nth, force_rate,
-                     custom_width, custom_height, size_multiple, unique_id)
+                     custom_width, custom_height, size_multiple, unique_id, keyframes)
 
     @classmethod
     def IS_CHANGED(cls, video_path: str, **_):
@@ -202,6 +219,41 @@ class RerenderLoadVideoPath:
     @classmethod
     def VALIDATE_INPUTS(cls, video_path: str):
         return _missing(_typed_path(video_path), "video_path")
+
+
+class RerenderVideoInfoPath:
+    """VIDEO_INFO of a load without loading the frames; see :func:`videoio.frame_index.index_video`."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = RerenderLoadVideoPath.INPUT_TYPES()
+        inputs.pop("optional")
+        return inputs
+
+    RETURN_TYPES = ("VIDEO_INFO", "FLOAT", "INT")
+    RETURN_NAMES = ("video_info", "fps", "frame_count")
+    OUTPUT_TOOLTIPS = (
+        "What Rerender Load Video (Path) with the same widgets loads (source, selected frames, size, fps, audio "
+        "span); connect to Rerender Keyframe Selection to choose keyframes from the file.",
+        _LOAD_OUTPUTS["OUTPUT_TOOLTIPS"][1], "Number of frames the load selects N.")
+    FUNCTION = "info"
+    CATEGORY = CATEGORY
+    DESCRIPTION = (
+        "The VIDEO_INFO of a load, without holding any frame: one streaming decoding pass over the file (cached "
+        "by the file's fingerprint) indexes every frame for exact random access, then the widgets select "
+        "frames as Rerender Load Video does. For long videos: Rerender Keyframe Selection chooses keyframes "
+        "from it, Load Video (Path) with the same path and widgets loads just those, and Rerender Propagate to "
+        "Video streams the rest from the file. " + SELECTION_ORDER + " " + SIZE_RULE)
+
+    def info(self, video_path: str, frame_load_cap: int = 0, skip_first_frames: int = 0, select_every_nth: int = 1,
+             force_rate: float = 0.0, custom_width: int = 0, custom_height: int = 0, size_multiple: int = 8,
+             unique_id=None) -> tuple:
+        index = index_video(_typed_path(video_path), frame_load_cap, skip_first_frames, select_every_nth, force_rate,
+                            custom_width, custom_height, size_multiple, progress=_comfy.Progress(1, unique_id))
+        return index.info, float(index.info.loaded_fps), index.frame_count
+
+    IS_CHANGED = RerenderLoadVideoPath.IS_CHANGED
+    VALIDATE_INPUTS = RerenderLoadVideoPath.VALIDATE_INPUTS
 
 
 def _save_location(filename_prefix: str, width: int, height: int) -> tuple[Path, str, int, str]:
@@ -222,6 +274,24 @@ def _save_location(filename_prefix: str, width: int, height: int) -> tuple[Path,
     used = [int(match.group(1)) for entry in (folder.iterdir() if folder.is_dir() else ())
             if (match := pattern.match(entry.name))]
     return folder, name, max(used, default=0) + 1, subfolder
+
+
+def save_target(filename_prefix: str, width: int, height: int) -> tuple[Path, dict]:
+    """The next ``<prefix>_<counter:05>_.mp4`` in the output folder, and its UI preview entry."""
+    folder, name, counter, subfolder = _save_location(filename_prefix, width, height)
+    file = f"{name}_{counter:05}_.mp4"
+    return folder / file, {"filename": file, "subfolder": subfolder, "type": "output"}
+
+
+def workflow_metadata(prompt, extra_pnginfo) -> dict:
+    """The prompt and workflow for a saved file's metadata, as core savers write them (none with
+    ``--disable-metadata``)."""
+    metadata = {}
+    if not _comfy.metadata_disabled():
+        metadata.update(extra_pnginfo or {})
+        if prompt is not None:
+            metadata["prompt"] = prompt
+    return metadata
 
 
 class RerenderSaveVideo:
@@ -272,17 +342,10 @@ class RerenderSaveVideo:
              extra_pnginfo=None, unique_id=None) -> dict:
         check_image_batch(images)
         count, height, width = images.shape[:3]
-        folder, name, counter, subfolder = _save_location(filename_prefix, width, height)
-        file = f"{name}_{counter:05}_.mp4"
-        metadata = {}
-        if not _comfy.metadata_disabled():
-            metadata.update(extra_pnginfo or {})
-            if prompt is not None:
-                metadata["prompt"] = prompt
-        path = writer.save_video(images, folder / file, fps, crf, audio=audio, audio_source=video_info,
-                                 metadata=metadata, preset=preset, progress=_comfy.Progress(count, unique_id),
-                                 path_name="filename_prefix")
-        preview = {"filename": file, "subfolder": subfolder, "type": "output"}
+        path, preview = save_target(filename_prefix, width, height)
+        path = writer.save_video(images, path, fps, crf, audio=audio, audio_source=video_info,
+                                 metadata=workflow_metadata(prompt, extra_pnginfo), preset=preset,
+                                 progress=_comfy.Progress(count, unique_id), path_name="filename_prefix")
         return {"ui": {"images": [preview], "animated": (True,)}, "result": (str(path),)}
 
     @classmethod
@@ -302,9 +365,11 @@ NODE_CLASS_MAPPINGS = {
     "RerenderLoadVideo": RerenderLoadVideo,
     "RerenderLoadVideoPath": RerenderLoadVideoPath,
     "RerenderSaveVideo": RerenderSaveVideo,
+    "RerenderVideoInfoPath": RerenderVideoInfoPath,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "RerenderLoadVideo": "Rerender Load Video",
     "RerenderLoadVideoPath": "Rerender Load Video (Path)",
     "RerenderSaveVideo": "Rerender Save Video",
+    "RerenderVideoInfoPath": "Rerender Video Info (Path)",
 }

@@ -4,6 +4,7 @@ Modules: :mod:`.plan` (the segments between keyframes, pure), :mod:`.job` (``Seg
 ``run_segment``), :mod:`.store` (finished segments on disk, for resume), :mod:`.memory` (the memory guard),
 :mod:`.executors` (where jobs run: ``local``, or ``ray`` in :mod:`.ray_executor` with :mod:`.ray_task` on the
 workers; the interface and the settings that choose one) and
-:mod:`.engine` (``propagate_to_video``: checks, plan, run, write). Nothing here imports ComfyUI; only
+:mod:`.engine` (``propagate_to_video``: checks, plan, run, write); :mod:`.keyframes` serves the keyframe stage of
+a long clip (keyframes chosen while streaming the file, just the keyframes loaded). Nothing here imports ComfyUI; only
 ``nodes/`` and ``cli/`` import this package.
 """

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from ..common.errors import input_error
+from ..common.settings import field_values
 from ..flow.backend import FlowBackend
 from ..flow.dis import DisFlow
 from ..flow.estimate import cache_location, estimate_flow
@@ -36,6 +37,7 @@ from ..propagation.guides import INPAINT_RADIUS, GuideWeights
 from ..propagation.params import SynthesisParams
 from ..propagation.poisson import GRADIENT_WEIGHTS
 from ..propagation.result import FORWARD
+from ..propagation.settings import poisson_weights
 from ..propagation.sequence import DIRECTION_MODES, check_settings, iter_chain
 from ..videoio.frame_index import FrameIndex, Source, iter_read_frames, read_frames
 from ..videoio.reader import to_float
@@ -78,6 +80,32 @@ class SegmentSettings:
     occlusion_alpha: float = ALPHA
     occlusion_beta: float = BETA
     backend: str = "auto"
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "SegmentSettings":
+        """The settings from widget / option values named as declared (:mod:`propagation.settings`:
+        ``direction``, the synthesis and guide-weight settings, ``temporal_nnf_init``, ``backend``, the blend
+        settings; :mod:`flow.settings`: ``dis_preset``, ``occlusion_alpha``, ``occlusion_beta``). Names not
+        given keep their defaults; other names are ignored.
+
+        Example:
+            >>> SegmentSettings.from_values({"patch_size": 7, "poisson_blend": True}).params.patch_size
+            7
+        """
+        default = cls()
+        weights = (values.get("poisson_luma_weight", default.poisson_weights[0]),
+                   values.get("poisson_chroma_weight", default.poisson_weights[1]))
+        flow = DisFlow(values["dis_preset"]) if "dis_preset" in values else default.flow
+        return cls(SynthesisParams(**field_values(SynthesisParams, values)),
+                   GuideWeights(**field_values(GuideWeights, values)),
+                   values.get("direction", default.direction),
+                   bool(values.get("temporal_nnf_init", default.temporal_nnf_init)),
+                   histogram=bool(values.get("histogram_blend", default.histogram)),
+                   poisson=bool(values.get("poisson_blend", default.poisson)),
+                   poisson_weights=poisson_weights(*weights), flow=flow,
+                   occlusion_alpha=float(values.get("occlusion_alpha", default.occlusion_alpha)),
+                   occlusion_beta=float(values.get("occlusion_beta", default.occlusion_beta)),
+                   backend=values.get("backend", default.backend))
 
     def check(self, height: int, width: int) -> None:
         """Raise :class:`~common.errors.InputError` for any invalid setting, for frames of ``height × width``

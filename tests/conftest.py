@@ -111,3 +111,21 @@ def read_only_dir(tmp_path):
     folder.chmod(0o555)
     yield folder, []
     folder.chmod(0o755)
+
+
+@pytest.fixture
+def folders(tmp_path, monkeypatch, megamind_path):
+    """ComfyUI's input and output folders for node tests: ``<tmp>/input`` (with Megamind.avi and a text file
+    that is no video) and ``<tmp>/output``."""
+    import shutil
+
+    from rerender_video.nodes import _comfy
+
+    input_dir, output_dir = tmp_path / "input", tmp_path / "output"
+    input_dir.mkdir()
+    output_dir.mkdir()
+    shutil.copy(megamind_path, input_dir / "Megamind.avi")
+    (input_dir / "readme.txt").write_text("not a video")
+    monkeypatch.setattr(_comfy, "input_directory", lambda: input_dir)
+    monkeypatch.setattr(_comfy, "output_directory", lambda: output_dir)
+    return input_dir, output_dir

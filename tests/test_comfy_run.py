@@ -89,9 +89,33 @@ class TestWorkflows:
         assert by_title(prompt, "Load Video")["inputs"]["size_multiple"] == 8
         assert not [node for node in prompt.values() if node["class_type"] == "Note"]
 
+    def test_long_video_workflow_holds_no_whole_clip(self, object_info):
+        prompt = load("rerender_long_video.json", object_info)
+        ids = {node["_meta"]["title"]: node_id for node_id, node in prompt.items()}
+        selection, loader = by_title(prompt, "Keyframe Selection")["inputs"], by_title(prompt, "Load Video")
+        assert selection["video_info"] == [ids["Video Info"], 0] and "frames" not in selection  # from the file
+        assert loader["inputs"]["keyframes"] == [ids["Keyframe Selection"], 0]  # just the keyframes
+        info_widgets = by_title(prompt, "Video Info")["inputs"]
+        assert {k: v for k, v in loader["inputs"].items() if k != "keyframes"} == info_widgets  # the same load
+        flow = by_title(prompt, "Estimate Flow")["inputs"]
+        assert flow["pair_mode"] == "keyframes" and flow["keyframes"] == [ids["Keyframe Selection"], 0]
+        renderer = by_title(prompt, "Keyframe Renderer")["inputs"]
+        assert renderer["frames"] == [ids["Load Video"], 0] and renderer["flow"] == [ids["Estimate Flow"], 0]
+        assert renderer["control_images"] == [ids["Canny"], 0] and by_title(prompt, "Canny")["inputs"]["image"] == [
+            ids["Load Video"], 0]
+        streaming = by_title(prompt, "Propagate to Video")
+        assert streaming["class_type"] == "RerenderPropagateToVideo"
+        assert streaming["inputs"]["stylized_keyframes"] == [ids["Keyframe Renderer"], 0]
+        assert streaming["inputs"]["keyframes"] == [ids["Keyframe Renderer"], 2]
+        assert streaming["inputs"]["video_info"] == [ids["Load Video"], 4]
+        assert streaming["inputs"]["filename_prefix"] == "rerender/long_video" and streaming["inputs"]["direction"] == "both"
+        image_users = [node["class_type"] for node in prompt.values()
+                       for value in node["inputs"].values() if value == [ids["Load Video"], 0]]
+        assert "RerenderEbSynthPropagate" not in image_users and "RerenderSaveVideo" not in image_users
+
     def test_every_widget_value_has_a_widget(self, object_info):
         # a widget inserted in the middle of a node would shift the saved values: count them
-        for name in ("rerender_video.json", "rerender_first_keyframe.json"):
+        for name in ("rerender_video.json", "rerender_first_keyframe.json", "rerender_long_video.json"):
             workflow = json.loads((WORKFLOWS / name).read_text())
             for node in workflow["nodes"]:
                 if node["type"] not in object_info:
@@ -109,7 +133,7 @@ class TestWorkflows:
         assert by_title(prompt, "Save Anchor")["class_type"] == "SaveImage"
 
     def test_thumbnails_next_to_the_workflows(self):
-        for name in ("rerender_video", "rerender_first_keyframe"):
+        for name in ("rerender_video", "rerender_first_keyframe", "rerender_long_video"):
             assert (WORKFLOWS / f"{name}.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
 
 

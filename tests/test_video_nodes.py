@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 from fractions import Fraction
@@ -20,25 +19,13 @@ import pytest
 import torch
 
 from rerender_video.common.errors import InputError, OutputError
-from rerender_video.nodes import _comfy
 from rerender_video.nodes import video as video_nodes
 from rerender_video.tests.video_data import cut_short_faststart_mp4
 from rerender_video.videoio.info import VideoInfo
 
 ROOT = Path(__file__).resolve().parents[1]
-NODES = (video_nodes.RerenderLoadVideo, video_nodes.RerenderLoadVideoPath, video_nodes.RerenderSaveVideo)
-
-
-@pytest.fixture
-def folders(tmp_path, monkeypatch, megamind_path):
-    input_dir, output_dir = tmp_path / "input", tmp_path / "output"
-    input_dir.mkdir()
-    output_dir.mkdir()
-    shutil.copy(megamind_path, input_dir / "Megamind.avi")
-    (input_dir / "readme.txt").write_text("not a video")
-    monkeypatch.setattr(_comfy, "input_directory", lambda: input_dir)
-    monkeypatch.setattr(_comfy, "output_directory", lambda: output_dir)
-    return input_dir, output_dir
+NODES = (video_nodes.RerenderLoadVideo, video_nodes.RerenderLoadVideoPath, video_nodes.RerenderSaveVideo,
+         video_nodes.RerenderVideoInfoPath)
 
 
 # ------------------------------------------------------------------------------------- definitions

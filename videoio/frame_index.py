@@ -382,3 +382,30 @@ def read_frames(index: FrameIndex, loaded_indices: Sequence[int], source: Source
     for row, value in enumerate(loaded_indices):
         out[row] = frames[int(value)]
     return out
+
+
+def index_for_info(info: VideoInfo, name: str = "video_info", progress=None) -> FrameIndex:
+    """The index of the load a VIDEO_INFO describes (its source file and ``load_widgets``).
+
+    Args:
+        info: from Rerender Load Video (or :func:`videoio.reader.load_frames`).
+        name: the input to name in errors.
+        progress: as :func:`index_video`.
+
+    Returns:
+        :class:`FrameIndex` of the same frames (``index.info.frame_indices == info.frame_indices``).
+
+    Raises:
+        InputError: not a VIDEO_INFO, or one without its load widgets (made by another node); a source that
+            changed since it was loaded (other frames selected now).
+    """
+    if not isinstance(info, VideoInfo) or not info.load_widgets:
+        raise input_error(name, "the VIDEO_INFO of Rerender Load Video (it records how the frames were loaded)",
+                          type(info).__name__ if not isinstance(info, VideoInfo) else "a VIDEO_INFO without its "
+                          "load widgets", "connect Rerender Load Video's video_info output")
+    index = index_video(info.source_path, **dict(info.load_widgets), progress=progress)
+    if tuple(index.info.frame_indices) != tuple(info.frame_indices) or index.frame_size != info.output_size:
+        raise input_error(name, f"the {info.frame_count} frames Load Video loaded from {Path(info.source_path).name}",
+                          f"{index.frame_count} frames at {index.frame_size[1]}x{index.frame_size[0]} now",
+                          "the video file changed since it was loaded: run Load Video again")
+    return index

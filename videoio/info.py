@@ -54,6 +54,9 @@ class VideoInfo:
         audio: the source's audio stream, or ``None`` for a silent video.
         rotation: counter-clockwise turn (degrees, multiple of 90) applied to the decoded frames to
             show them upright, from the container's display matrix (phone videos); 0 for most.
+        load_widgets: ``(name, value)`` pairs of the load widgets (``frame_load_cap`` … ``size_multiple``,
+            the arguments of :func:`videoio.reader.load_frames`) that reproduce this load, e.g. to index the
+            same frames for the segment engine (:func:`videoio.frame_index.index_for_info`).
     """
 
     source_path: str
@@ -70,6 +73,7 @@ class VideoInfo:
     video_codec: str = ""
     audio: AudioTrack | None = None
     rotation: int = 0
+    load_widgets: tuple[tuple[str, object], ...] = ()
 
     @property
     def frame_count(self) -> int:
@@ -112,6 +116,7 @@ class VideoInfo:
         """
         values = asdict(self)
         values["frame_indices"] = list(self.frame_indices)
+        values["load_widgets"] = dict(self.load_widgets)
         values.update({
             "source_fps": float(self.source_fps), "source_fps_fraction": str(self.source_fps),
             "loaded_fps": float(self.loaded_fps), "loaded_fps_fraction": str(self.loaded_fps),

@@ -314,7 +314,10 @@ def _open_load(path: str | os.PathLike, frame_load_cap: int, skip_first_frames: 
     selection = Selection.from_widgets(frame_load_cap, skip_first_frames, select_every_nth, force_rate)
     file, container = _open(path)
     try:
-        info = _probe_open(file, container)
+        info = replace(_probe_open(file, container), load_widgets=(
+            ("frame_load_cap", frame_load_cap), ("skip_first_frames", skip_first_frames),
+            ("select_every_nth", select_every_nth), ("force_rate", float(force_rate)),
+            ("custom_width", custom_width), ("custom_height", custom_height), ("size_multiple", size_multiple)))
         plan = plan_size(info.source_width, info.source_height, custom_width, custom_height, size_multiple,
                          info.rotation)
         expected = _check_first_frames(info, selection, _count_stated(container))
