@@ -59,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Index the video, check everything, then propagate and blend segment by segment into the mp4."""
     from ..common.cache import check_writable
-    from ..segments.executors import EXECUTOR_SETTINGS, make_executor
+    from ..segments.executors import open_executor
     from ..segments.job import SegmentSettings
 
     started = time.perf_counter()
@@ -67,12 +67,8 @@ def run(args: argparse.Namespace) -> int:
     values = vars(args)
     settings = SegmentSettings.from_values(values)
     settings.params.validate()
-    executor = make_executor(**{setting.name: values[setting.name] for setting in EXECUTOR_SETTINGS})  # connects
-    try:
+    with open_executor(values) as executor:  # connects to Ray now (errors before any work); closed after
         return _propagate(args, output, settings, executor, started)
-    finally:
-        if hasattr(executor, "close"):
-            executor.close()
 
 
 def _propagate(args, output, settings, executor, started) -> int:

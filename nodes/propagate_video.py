@@ -9,6 +9,7 @@ from ..common.errors import input_error
 from ..flow.settings import DIS_PRESET, OCCLUSION_ALPHA, OCCLUSION_BETA
 from ..propagation.settings import BLEND, PROPAGATE
 from ..segments.engine import propagate_to_video
+from ..segments.executors import EXECUTOR_SETTINGS, open_executor
 from ..segments.job import SegmentSettings
 from ..videoio.frame_index import index_for_info, index_video
 from ._comfy import Progress
@@ -30,7 +31,9 @@ class RerenderPropagateToVideo:
         "Load Video → Estimate Flow → EbSynth Propagate → Temporal Blend → Save Video with the same settings, "
         "bit for bit. Finished segments are kept on disk: a cancelled or crashed run resumes at the first "
         "unfinished segment and writes the same file, which appears only when complete. Shows the video like "
-        "Save Video, with the workflow in its metadata.")
+        "Save Video, with the workflow in its metadata. Optional: executor ray runs the segments as Ray tasks "
+        "(on this machine's cores, several GPUs or a cluster; pip install ray), several at a time, and "
+        "writes the same file; progress and Cancel work with either executor.")
     CATEGORY = "Rerender/propagation"
     FUNCTION = "propagate"
     OUTPUT_NODE = True
@@ -63,6 +66,7 @@ class RerenderPropagateToVideo:
                 "video_info": ("VIDEO_INFO", {"tooltip": "The source: Rerender Load Video's video_info (the same "
                                                          "file, frames and size are read again, a segment at a "
                                                          "time). Its audio for the loaded span is copied."}),
+                **widgets(EXECUTOR_SETTINGS),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
@@ -70,7 +74,10 @@ class RerenderPropagateToVideo:
     def propagate(self, stylized_keyframes, keyframes, video_path: str = "", filename_prefix: str = "rerender/video",
                   crf: int = 19, preset: str = "medium", video_info=None, prompt=None, extra_pnginfo=None,
                   unique_id=None, **settings) -> dict:
-        """``settings``: the propagation, blend and flow widgets, by their declared names."""
+        """``settings``: the propagation, blend and flow widgets and the executor widgets
+        (:data:`segments.executors.EXECUTOR_SETTINGS`; absent ones keep their defaults: the local executor), by
+        their declared names. A Ray executor connects before any work (an error names the widget to change) and
+        is closed after the run, also when it is cancelled."""
         images = check_image_batch(stylized_keyframes, "stylized_keyframes")
         height, width = images.shape[1:3]
         if video_info is not None:
@@ -81,9 +88,12 @@ class RerenderPropagateToVideo:
             raise input_error("video_path", "the source video", "no video_info and an empty video_path",
                               ["connect Rerender Load Video's video_info", "type the video's path"])
         path, preview = save_target(filename_prefix, *index.frame_size[::-1])
-        written = propagate_to_video(index, images, keyframes, path, SegmentSettings.from_values(settings), crf,
-                                     preset, workflow_metadata(prompt, extra_pnginfo),
-                                     progress=Progress(index.frame_count, unique_id))
+        segment_settings = SegmentSettings.from_values(settings)
+        segment_settings.params.validate()  # cheap checks before a Ray executor connects
+        with open_executor(settings) as executor:  # as the propagate command: connects now, closed after
+            written = propagate_to_video(index, images, keyframes, path, segment_settings, crf, preset,
+                                         workflow_metadata(prompt, extra_pnginfo), executor=executor,
+                                         progress=Progress(index.frame_count, unique_id))
         return {"ui": {"images": [preview], "animated": (True,)}, "result": (str(Path(written)),)}
 
     VALIDATE_INPUTS = RerenderSaveVideo.VALIDATE_INPUTS
