@@ -204,3 +204,19 @@ def test_keyframe_nodes_show_the_mask_settings_as_declared():
         for one in MASK_SETTINGS:
             assert optional[one.name] == ("INT", {"default": one.default, "min": one.min, "max": one.max,
                                                   "step": one.step, "tooltip": one.tooltip})
+
+
+def test_crossframe_sampler_checks_the_mask_before_the_model(clip):
+    from rerender_video.nodes.crossframe import RerenderCrossFrameSampler
+
+    frames, _ = clip
+    widgets = {name: options.get("default") for section in ("required", "optional")
+               for name, (_, options) in RerenderCrossFrameSampler.INPUT_TYPES()[section].items()
+               if isinstance(options, dict) and "default" in options}
+    widgets.update(frame_index=4, mask_grow=GROW, feather=FEATHER)
+    for name in ("model", "positive", "negative", "vae"):
+        widgets[name] = None
+    with pytest.raises(InputError, match=r"^mask: .*one per frame \(9\).*Got: 5 masks"):
+        RerenderCrossFrameSampler().sample(frames=frames, mask=torch.ones(5, SIZE, SIZE), **widgets)
+    with pytest.raises(InputError, match=r"^mask: .*Got: 32×64"):
+        RerenderCrossFrameSampler().sample(frames=frames, mask=torch.ones(1, 32, SIZE), **widgets)
