@@ -107,25 +107,19 @@ class MaskFiles:
 
     def mask(self, index: int) -> np.ndarray:
         """Frame ``index``'s mask ``[H,W]`` float32 in [0, 1]."""
-        return read_mask_image(self.files[0 if len(self.files) == 1 else index], "--mask")
+        return read_mask_image(self.files[0 if len(self.files) == 1 else index], "mask")
 
     def alpha(self, index: int) -> np.ndarray:
         """Frame ``index``'s compositing weight ``[H,W]`` float32 in [0, 1]."""
         return region_alpha(torch.from_numpy(self.mask(index))[None], self.mask_grow, self.feather)[0].numpy()
 
+    def segment(self, start: int, stop: int) -> "MaskFiles":
+        """The masks of frames ``start … stop-1``, renumbered from 0 (a segment job's local numbering)."""
+        if len(self.files) == 1:
+            return self
+        return MaskFiles(self.files[start:stop], self.mask_grow, self.feather, self.digests[start:stop])
+
     def key_parts(self, indices: Sequence[int]) -> list:
         """The masks' digests on these frames and the grow/feather settings."""
         rows = [0] * len(indices) if len(self.files) == 1 else list(indices)
         return [[self.digests[row] for row in rows], self.mask_grow, self.feather]
-
-
-@dataclass(frozen=True)
-class ShiftedRegion:
-    """A region seen from a segment: local frame ``i`` is the video's frame ``offset + i``."""
-
-    region: object
-    offset: int
-
-    def alpha(self, index: int) -> np.ndarray:
-        """Local frame ``index``'s compositing weight ``[H,W]``."""
-        return self.region.alpha(self.offset + index)

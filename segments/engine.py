@@ -34,12 +34,16 @@ import torch
 from ..common.cache import check_free_space
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes
+from ..common.masks import FEATHER, MASK_GROW
+from ..propagation.blend import composite_region
+from ..propagation.region import MaskFiles
 from ..propagation.sequence import check_keyframes
-from ..videoio.frame_index import FrameIndex, index_video
+from ..videoio.frame_index import FrameIndex, index_video, read_frames
 from ..videoio.reader import to_float
 from ..videoio.writer import _check_settings, check_output_path, save_video, to_uint8
 from .executors import Executor, get_executor
 from .job import STREAM_CHUNK, SegmentJob, SegmentSettings, run_segment
+from .masks import mask_files
 from .memory import FLOW_BYTES, check_memory
 from .plan import SegmentPlan, output_order, plan_segments
 from .store import BYTES_PER_PIXEL, SegmentStore, segment_key
@@ -82,6 +86,8 @@ class VideoRun:
         executor: where segments run.
         max_in_flight: segments an executor may run ahead of the writer.
         chunk: frames per step of streamed segments.
+        region: per-frame masks (:class:`~propagation.region.MaskFiles`) of a masked run, else ``None``: every
+            output frame, keyframes included, is the stylized frame composited over the source frame.
     """
 
     index: FrameIndex
@@ -98,6 +104,7 @@ class VideoRun:
     executor: str | Executor = "local"
     max_in_flight: int = 2
     chunk: int = STREAM_CHUNK
+    region: MaskFiles | None = None
 
     def stored(self) -> list[bool]:
         """Per segment, whether the store already holds it."""
@@ -115,7 +122,17 @@ class VideoRun:
     def job(self, plan: SegmentPlan) -> SegmentJob:
         """The job of one segment (reads its keyframe images)."""
         styles = {chain.key: _style(self.keyframe_images, chain.keyframe_position) for chain in plan.chains}
-        return SegmentJob(self.index, plan, styles, self.settings, chunk=self.chunk)
+        region = None if self.region is None else self.region.segment(plan.start, plan.stop)
+        return SegmentJob(self.index, plan, styles, self.settings, chunk=self.chunk, region=region)
+
+    def keyframe(self, position: int) -> np.ndarray:
+        """Keyframe ``position`` as written: uint8 ``[H,W,3]``; with a region, over the source frame."""
+        image = torch.from_numpy(_style(self.keyframe_images, position))
+        if self.region is not None:
+            key = self.keyframes.indices[position]
+            source = torch.from_numpy(to_float(read_frames(self.index, [key])[0]))
+            image = composite_region(image, source, self.region.alpha(key))
+        return to_uint8(image).numpy()
 
     def write(self, progress: Callable[..., None] | None = None) -> Path:
         """Compute the missing segments and write the video (module docstring, steps 3–4).
@@ -159,7 +176,7 @@ class VideoRun:
         def frames() -> Iterator[np.ndarray]:
             for kind, number in output_order(self.keyframes, self.plans):
                 if kind == "keyframe":
-                    items = [to_uint8(torch.from_numpy(_style(self.keyframe_images, number))).numpy()]
+                    items = [self.keyframe(number)]
                 elif number in pending:
                     plan = self.plans[number]
                     items = next(results)
@@ -206,7 +223,8 @@ def prepare_video(source: FrameIndex | str | os.PathLike, keyframe_images, keyfr
                   output_path: str | os.PathLike, settings: SegmentSettings = SegmentSettings(), crf: int = 19,
                   preset: str = "medium", metadata: Mapping[str, object] | None = None,
                   executor: str | Executor = "local", max_in_flight: int | None = None,
-                  chunk: int = STREAM_CHUNK) -> VideoRun:
+                  chunk: int = STREAM_CHUNK, mask: str | os.PathLike | MaskFiles | None = None,
+                  mask_grow: int = MASK_GROW.default, feather: int = FEATHER.default) -> VideoRun:
     """Check everything and plan the run (module docstring, steps 1–2); nothing long runs here.
 
     Args: as :func:`propagate_to_video`.
@@ -240,11 +258,16 @@ def prepare_video(source: FrameIndex | str | os.PathLike, keyframe_images, keyfr
     for position in range(len(keyframes.indices)):
         if position not in used:
             _checked_style(keyframe_images, position, keyframes, size)
-    run = VideoRun(index, keyframes, keyframe_images, output, settings, plans, [], peak, crf, preset, metadata,
-                   executor, max_in_flight, chunk)
     for plan in plans:
         for chain in plan.chains:
             _checked_style(keyframe_images, chain.keyframe_position, keyframes, size)
+    region = mask
+    if mask is not None and not isinstance(mask, MaskFiles):
+        region = mask_files(mask, index, mask_grow, feather, settings.flow, settings.occlusion_alpha,
+                            settings.occlusion_beta)
+    run = VideoRun(index, keyframes, keyframe_images, output, settings, plans, [], peak, crf, preset, metadata,
+                   executor, max_in_flight, chunk, region)
+    for plan in plans:
         run.keys.append(segment_key(run.job(plan)))
     _check_disk(run)
     return run
@@ -254,7 +277,9 @@ def propagate_to_video(source: FrameIndex | str | os.PathLike, keyframe_images, 
                        output_path: str | os.PathLike, settings: SegmentSettings = SegmentSettings(),
                        crf: int = 19, preset: str = "medium", metadata: Mapping[str, object] | None = None,
                        executor: str | Executor = "local", progress: Callable[..., None] | None = None,
-                       max_in_flight: int | None = None, chunk: int = STREAM_CHUNK) -> Path:
+                       max_in_flight: int | None = None, chunk: int = STREAM_CHUNK,
+                       mask: str | os.PathLike | MaskFiles | None = None, mask_grow: int = MASK_GROW.default,
+                       feather: int = FEATHER.default) -> Path:
     """Propagate stylized keyframes through a video file and write the result, segment by segment.
 
     The frames of the written video equal those of Load Video → Estimate Flow (consecutive) → EbSynth
@@ -276,12 +301,19 @@ def propagate_to_video(source: FrameIndex | str | os.PathLike, keyframe_images, 
         max_in_flight: segments an executor may run ahead of the writer (the local one runs one); ``None``:
             the executor's suggestion (Ray: its task slots + 1), else 2.
         chunk: frames per step of streamed segments.
+        mask: optional region to restyle (issue 16): a folder of per-frame mask images named by frame index,
+            one image (the first frame's mask, carried by the optical flow), or
+            :class:`~propagation.region.MaskFiles`; see :mod:`segments.masks`. Outside the mask grown by
+            ``mask_grow`` pixels plus ``feather`` pixels the written frames are the source frames (before
+            encoding).
+        mask_grow, feather: pixels (:data:`common.masks.MASK_SETTINGS`).
 
     Returns:
         The output path, complete.
 
     Raises:
-        InputError: before any work: an output location that cannot be written or is the source; invalid
+        InputError: before any work: a mask folder missing frames, a mask of another size (an all-zero
+            mask warns); an output location that cannot be written or is the source; invalid
             crf/preset/executor/settings; KEYFRAMES of another frame count or with another number of images;
             keyframe images of another size; frames no keyframe reaches; a segment too large for the memory
             (the message names the frames and the settings to change); too little cache disk. While running:
@@ -295,5 +327,5 @@ def propagate_to_video(source: FrameIndex | str | os.PathLike, keyframe_images, 
         PosixPath('out.mp4')
     """
     run = prepare_video(source, keyframe_images, keyframes, output_path, settings, crf, preset, metadata, executor,
-                        max_in_flight, chunk)
+                        max_in_flight, chunk, mask, mask_grow, feather)
     return run.write(progress)
