@@ -6,13 +6,14 @@ from pathlib import Path
 
 from ..common.checks import check_image_batch
 from ..common.errors import input_error
+from ..common.masks import FEATHER, MASK_GROW
 from ..flow.settings import DIS_PRESET, OCCLUSION_ALPHA, OCCLUSION_BETA
 from ..propagation.settings import BLEND, PROPAGATE
 from ..segments.engine import propagate_to_video
 from ..segments.job import SegmentSettings
 from ..videoio.frame_index import index_for_info, index_video
 from ._comfy import Progress
-from ._widgets import widget, widgets
+from ._widgets import mask_inputs, widget, widgets
 from .video import RerenderSaveVideo, _fingerprint, _typed_path, save_target, workflow_metadata
 
 #: Widgets of the output file, after the settings (same meaning as on Rerender Save Video).
@@ -30,7 +31,8 @@ class RerenderPropagateToVideo:
         "Load Video → Estimate Flow → EbSynth Propagate → Temporal Blend → Save Video with the same settings, "
         "bit for bit. Finished segments are kept on disk: a cancelled or crashed run resumes at the first "
         "unfinished segment and writes the same file, which appears only when complete. Shows the video like "
-        "Save Video, with the workflow in its metadata.")
+        "Save Video, with the workflow in its metadata. With a MASK only the region is restyled; outside the "
+        "grown, feathered mask the frames are the source frames (before encoding).")
     CATEGORY = "Rerender/propagation"
     FUNCTION = "propagate"
     OUTPUT_NODE = True
@@ -63,13 +65,15 @@ class RerenderPropagateToVideo:
                 "video_info": ("VIDEO_INFO", {"tooltip": "The source: Rerender Load Video's video_info (the same "
                                                          "file, frames and size are read again, a segment at a "
                                                          "time). Its audio for the loaded span is copied."}),
+                **mask_inputs(),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
     def propagate(self, stylized_keyframes, keyframes, video_path: str = "", filename_prefix: str = "rerender/video",
                   crf: int = 19, preset: str = "medium", video_info=None, prompt=None, extra_pnginfo=None,
-                  unique_id=None, **settings) -> dict:
+                  unique_id=None, mask=None, mask_grow: int = MASK_GROW.default, feather: int = FEATHER.default,
+                  **settings) -> dict:
         """``settings``: the propagation, blend and flow widgets, by their declared names."""
         images = check_image_batch(stylized_keyframes, "stylized_keyframes")
         height, width = images.shape[1:3]
@@ -83,7 +87,8 @@ class RerenderPropagateToVideo:
         path, preview = save_target(filename_prefix, *index.frame_size[::-1])
         written = propagate_to_video(index, images, keyframes, path, SegmentSettings.from_values(settings), crf,
                                      preset, workflow_metadata(prompt, extra_pnginfo),
-                                     progress=Progress(index.frame_count, unique_id))
+                                     progress=Progress(index.frame_count, unique_id), mask=mask,
+                                     mask_grow=mask_grow, feather=feather)
         return {"ui": {"images": [preview], "animated": (True,)}, "result": (str(Path(written)),)}
 
     VALIDATE_INPUTS = RerenderSaveVideo.VALIDATE_INPUTS

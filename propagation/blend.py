@@ -32,10 +32,10 @@ a per-pixel NNF error ``E_f``, ``E_b``. Per frame:
 5. **Optional screened Poisson** (ALGORITHM.md §17.5, :mod:`propagation.poisson`, off by default as in the
    paper): the result's gradients follow the selected candidate's, the values the histogram blend.
 
-Keyframes are output exactly as given (the stylized keyframe tensor values), unless a region (mask) is given:
-then every frame, keyframes included, is composited over the source frame (:func:`composite_region`). Frames with a candidate
-from one direction only (before the first keyframe, after the last, or when propagation ran in one
-direction) output that candidate unchanged.
+Keyframes are output exactly as given (the stylized keyframe tensor values), unless a region (mask) is
+given: then every frame, keyframes included, is composited over the source frame (:func:`composite_region`).
+Frames with a candidate from one direction only (before the first keyframe, after the last, or when
+propagation ran in one direction) output that candidate unchanged.
 """
 
 from __future__ import annotations

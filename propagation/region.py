@@ -23,6 +23,7 @@ import torch
 
 from ..common.errors import input_error
 from ..common.masks import check_mask, region_alpha, warn_if_empty
+from ..flow.mask_carry import iter_carried_masks_flow
 
 
 @dataclass
@@ -51,6 +52,28 @@ class Region:
         masks = check_mask(mask, frames, height, width, name).detach().to("cpu")
         warn_if_empty(masks, name)
         return cls(masks, int(mask_grow), int(feather))
+
+    @classmethod
+    def for_video(cls, mask: object, frames: int, height: int, width: int, mask_grow: int, feather: int,
+                  flow=None, name: str = "mask") -> "Region":
+        """:meth:`from_mask`, then one mask for a clip of several frames is carried through it by the FLOW
+        (:func:`flow.mask_carry.iter_carried_masks_flow`, consecutive pairs, with the occlusion masks); with
+        no FLOW (or an empty mask) it stays one static region.
+
+        Raises:
+            InputError: as :meth:`from_mask`; a FLOW without consecutive pairs.
+        """
+        region = cls.from_mask(mask, frames, height, width, mask_grow, feather, name)
+        if region.masks.shape[0] == 1 and frames > 1 and flow is not None and bool((region.masks > 0).any()):
+            carried = torch.stack(list(iter_carried_masks_flow(flow, region.masks, frames, name)))
+            region = cls(carried, region.mask_grow, region.feather)
+        return region
+
+    def segment(self, start: int, stop: int) -> "Region":
+        """The masks of frames ``start … stop-1``, renumbered from 0 (a segment job's local numbering)."""
+        if self.masks.shape[0] == 1:
+            return self
+        return Region(self.masks[start:stop].clone(), self.mask_grow, self.feather)
 
     def alpha(self, index: int) -> np.ndarray:
         """Frame ``index``'s compositing weight ``[H,W]`` float32 in [0, 1]."""

@@ -39,7 +39,6 @@ from ..common.checks import check_image_batch, check_same_size
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes
 from ..common.masks import FEATHER, MASK_GROW
-from ..flow.mask_carry import iter_carried_masks_flow
 from ..flow.types import FlowPairs
 from .backends.select import choose_backend
 from .guides import (INPAINT_RADIUS, MASK_GUIDE_WEIGHT, GuideWeights, advect_nnf, coordinate_grid, edge_image,
@@ -370,12 +369,7 @@ def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyfram
             warns: the output is the source).
     """
     _check_inputs(frames, keyframe_images, keyframes, flow, params, weights)
-    region = None
-    if mask is not None:
-        region = Region.from_mask(mask, *frames.shape[:3], mask_grow, feather)
-        if region.masks.shape[0] == 1 and frames.shape[0] > 1:
-            carried = torch.stack(list(iter_carried_masks_flow(flow, region.masks, frames.shape[0])))
-            region = Region(carried, region.mask_grow, region.feather)
+    region = None if mask is None else Region.for_video(mask, *frames.shape[:3], mask_grow, feather, flow)
     choice = choose_backend(backend)  # once: raises early for an unusable "cuda", logs which backend runs
     backend = choice.name
     chains_planned = plan_chains(keyframes, direction)

@@ -36,14 +36,14 @@ from ..common.errors import input_error
 from ..common.keyframes import Keyframes
 from ..common.masks import FEATHER, MASK_GROW
 from ..propagation.blend import composite_region
-from ..propagation.region import MaskFiles
+from ..propagation.region import MaskFiles, Region
 from ..propagation.sequence import check_keyframes
 from ..videoio.frame_index import FrameIndex, index_video, read_frames
 from ..videoio.reader import to_float
 from ..videoio.writer import _check_settings, check_output_path, save_video, to_uint8
 from .executors import Executor, get_executor
 from .job import STREAM_CHUNK, SegmentJob, SegmentSettings, run_segment
-from .masks import mask_files
+from .masks import mask_files, mask_image_file
 from .memory import FLOW_BYTES, check_memory
 from .plan import SegmentPlan, output_order, plan_segments
 from .store import BYTES_PER_PIXEL, SegmentStore, segment_key
@@ -86,7 +86,8 @@ class VideoRun:
         executor: where segments run.
         max_in_flight: segments an executor may run ahead of the writer.
         chunk: frames per step of streamed segments.
-        region: per-frame masks (:class:`~propagation.region.MaskFiles`) of a masked run, else ``None``: every
+        region: per-frame masks (:class:`~propagation.region.MaskFiles`, or a MASK batch held as a
+            :class:`~propagation.region.Region`) of a masked run, else ``None``: every
             output frame, keyframes included, is the stylized frame composited over the source frame.
     """
 
@@ -104,7 +105,7 @@ class VideoRun:
     executor: str | Executor = "local"
     max_in_flight: int = 2
     chunk: int = STREAM_CHUNK
-    region: MaskFiles | None = None
+    region: MaskFiles | Region | None = None
 
     def stored(self) -> list[bool]:
         """Per segment, whether the store already holds it."""
@@ -219,6 +220,22 @@ def _check_disk(run: VideoRun) -> None:
                      f"{missing} frames at {width}x{height}")
 
 
+def _region(mask, index: FrameIndex, mask_grow: int, feather: int,
+            settings: SegmentSettings) -> MaskFiles | Region | None:
+    """The run's region from a path (:func:`segments.masks.mask_files`), a MASK tensor (one per frame: held as
+    given; one for several frames: saved and carried by the flow like a single mask image) or as given."""
+    if mask is None or isinstance(mask, (MaskFiles, Region)):
+        return mask
+    carry = dict(flow=settings.flow, alpha=settings.occlusion_alpha, beta=settings.occlusion_beta)
+    if isinstance(mask, (str, os.PathLike)):
+        return mask_files(mask, index, mask_grow, feather, **carry)
+    count, (height, width) = index.frame_count, index.frame_size
+    region = Region.from_mask(mask, count, height, width, mask_grow, feather)
+    if region.masks.shape[0] == 1 and count > 1 and bool((region.masks > 0).any()):
+        return mask_files(mask_image_file(region.masks[0]), index, mask_grow, feather, **carry)
+    return region
+
+
 def prepare_video(source: FrameIndex | str | os.PathLike, keyframe_images, keyframes: Keyframes,
                   output_path: str | os.PathLike, settings: SegmentSettings = SegmentSettings(), crf: int = 19,
                   preset: str = "medium", metadata: Mapping[str, object] | None = None,
@@ -261,10 +278,7 @@ def prepare_video(source: FrameIndex | str | os.PathLike, keyframe_images, keyfr
     for plan in plans:
         for chain in plan.chains:
             _checked_style(keyframe_images, chain.keyframe_position, keyframes, size)
-    region = mask
-    if mask is not None and not isinstance(mask, MaskFiles):
-        region = mask_files(mask, index, mask_grow, feather, settings.flow, settings.occlusion_alpha,
-                            settings.occlusion_beta)
+    region = _region(mask, index, mask_grow, feather, settings)
     run = VideoRun(index, keyframes, keyframe_images, output, settings, plans, [], peak, crf, preset, metadata,
                    executor, max_in_flight, chunk, region)
     for plan in plans:
@@ -302,8 +316,9 @@ def propagate_to_video(source: FrameIndex | str | os.PathLike, keyframe_images, 
             the executor's suggestion (Ray: its task slots + 1), else 2.
         chunk: frames per step of streamed segments.
         mask: optional region to restyle (issue 16): a folder of per-frame mask images named by frame index,
-            one image (the first frame's mask, carried by the optical flow), or
-            :class:`~propagation.region.MaskFiles`; see :mod:`segments.masks`. Outside the mask grown by
+            one image (the first frame's mask, carried by the optical flow), a MASK ``[N,H,W]`` or ``[1,H,W]``
+            (carried likewise), or :class:`~propagation.region.MaskFiles`; see :mod:`segments.masks`. Outside
+            the mask grown by
             ``mask_grow`` pixels plus ``feather`` pixels the written frames are the source frames (before
             encoding).
         mask_grow, feather: pixels (:data:`common.masks.MASK_SETTINGS`).

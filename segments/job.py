@@ -36,7 +36,7 @@ from ..propagation.blend import blend_segment, composite_region
 from ..propagation.guides import INPAINT_RADIUS, GuideWeights
 from ..propagation.params import SynthesisParams
 from ..propagation.poisson import GRADIENT_WEIGHTS
-from ..propagation.region import MaskFiles
+from ..propagation.region import MaskFiles, Region
 from ..propagation.result import FORWARD
 from ..propagation.settings import poisson_weights
 from ..propagation.sequence import DIRECTION_MODES, check_settings, iter_chain
@@ -141,8 +141,9 @@ class SegmentJob:
         source: where to read the video instead of ``index.path`` (its bytes, for workers that cannot see
             the path); ``None`` reads the path.
         chunk: frames per step of a streamed segment.
-        region: the segment's masks in local numbering (:meth:`propagation.region.MaskFiles.segment`), or
-            ``None`` to restyle the whole frame. The files are read where the job runs (a Ray worker on
+        region: the segment's masks in local numbering (:meth:`propagation.region.MaskFiles.segment` or
+            :meth:`propagation.region.Region.segment`), or ``None`` to restyle the whole frame. The files are
+            read where the job runs (a Ray worker on
             another machine needs them at the same path).
     """
 
@@ -152,7 +153,7 @@ class SegmentJob:
     settings: SegmentSettings
     source: Source | None = None
     chunk: int = STREAM_CHUNK
-    region: MaskFiles | None = None
+    region: MaskFiles | Region | None = None
 
     def alpha(self) -> Callable[[int], np.ndarray] | None:
         """``alpha(local index)`` → ``[H,W]`` compositing weight, or ``None`` without a region."""

@@ -97,6 +97,19 @@ def mask_files(path: str | Path, index: FrameIndex, mask_grow: int, feather: int
     return MaskFiles.from_files(_carried(path, first, index, flow, alpha, beta, name), mask_grow, feather)
 
 
+def mask_image_file(mask: torch.Tensor) -> Path:
+    """One mask ``[H,W]`` float32 in [0, 1] saved as a 16-bit PNG in the cache (keyed by its content), so a MASK
+    from a node takes the same path as a mask image (:func:`mask_files`)."""
+    levels = np.clip(np.rint(mask.detach().cpu().numpy() * 65535.0), 0, 65535).astype(np.uint16)
+    key = cache.content_key("mask-image", CACHE_VERSION, levels)
+    entry = cache.lookup(CACHE_NAMESPACE, key)
+    if entry is None:
+        with cache.new_entry(CACHE_NAMESPACE, key) as staging:
+            cv2.imwrite(str(staging / "mask.png"), levels)
+        entry = cache.lookup(CACHE_NAMESPACE, key)
+    return entry / "mask.png"
+
+
 def _carried(path: Path, first: np.ndarray, index: FrameIndex, flow, alpha, beta, name: str) -> list[Path]:
     """Carry ``first`` through the loaded frames by the optical flow; the masks' files (cached)."""
     from ..flow.dis import DisFlow

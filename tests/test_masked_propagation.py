@@ -152,3 +152,45 @@ def test_the_cache_key_follows_the_mask_and_its_settings(clip):
         wider = propagate_video(frames_, styled[[0, 8]], Keyframes((0, 8), 9), flow, PARAMS, mask=masks,
                                 mask_grow=GROW + 1, feather=FEATHER, backend="cpu")
     assert wider.stats["frames_computed"] > 0
+
+
+def node_settings():
+    from rerender_video.nodes.propagate import RerenderEbSynthPropagate
+
+    types = RerenderEbSynthPropagate.INPUT_TYPES()
+    values = {name: spec[1]["default"] for name, spec in types["required"].items()
+              if len(spec) > 1 and "default" in spec[1]}
+    values.update(search_vote_iters=PARAMS.search_vote_iters, patchmatch_iters=PARAMS.patchmatch_iters,
+                  backend="cpu", keyframe_interval=8, keyframe_indices="")
+    return values
+
+
+def test_nodes_take_an_optional_mask_with_grow_and_feather_widgets(clip):
+    from rerender_video.common.masks import FEATHER as FEATHER_SETTING, MASK_GROW
+    from rerender_video.nodes.blend import RerenderTemporalBlend
+    from rerender_video.nodes.propagate import RerenderEbSynthPropagate
+    from rerender_video.nodes.propagate_video import RerenderPropagateToVideo
+
+    for node in (RerenderEbSynthPropagate, RerenderTemporalBlend, RerenderPropagateToVideo):
+        optional = node.INPUT_TYPES()["optional"]
+        assert optional["mask"][0] == "MASK"
+        assert optional["mask_grow"][1]["default"] == MASK_GROW.default
+        assert optional["feather"][1]["max"] == FEATHER_SETTING.max
+
+    frames, styled, flow, masks = clip
+    propagation, _ = RerenderEbSynthPropagate().propagate(frames, styled[[0, 8]], flow, mask=masks, mask_grow=GROW,
+                                                          feather=FEATHER, **node_settings())
+    output, _ = RerenderTemporalBlend().blend(propagation, True, False, 2.5, 0.5)
+    outside = region_alpha(masks, GROW, FEATHER) == 0
+    assert torch.equal(output[outside], frames[outside]) and not torch.equal(output, frames)
+
+    # A mask given to Temporal Blend only (the propagation was unmasked) composites over the connected frames.
+    unmasked, _ = RerenderEbSynthPropagate().propagate(frames, styled[[0, 8]], flow, **node_settings())
+    with pytest.raises(InputError, match="frames"):
+        RerenderTemporalBlend().blend(unmasked, True, False, 2.5, 0.5, mask=masks)
+    output, _ = RerenderTemporalBlend().blend(unmasked, True, False, 2.5, 0.5, mask=masks, mask_grow=GROW,
+                                              feather=FEATHER, frames=frames)
+    assert torch.equal(output[outside], frames[outside])
+    inside = masks > 0.5
+    plain, _ = RerenderTemporalBlend().blend(unmasked, True, False, 2.5, 0.5)
+    assert torch.allclose(output[inside], plain[inside], atol=1e-6)   # source + 1·(stylized − source)
