@@ -90,6 +90,11 @@ def _torch(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
+def _view(array: np.ndarray) -> torch.Tensor:
+    """A float32 array (a box of a frame: strided) as a tensor without copying it (synthesize packs its inputs)."""
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
 #: Pixels around a region's support (compositing weight > 0) that a masked synthesis also covers, on the
 #: target frame and on the keyframe (ALGORITHM.md §19): room for whole patches and for the motion of the edge.
 REGION_MARGIN = 24
@@ -204,16 +209,16 @@ def iter_chain(frame: Callable[[int], np.ndarray], style: torch.Tensor | np.ndar
         else:
             alpha = np.asarray(region(target), dtype=np.float32)
             pairs.append((key_guide, region_guide(alpha), MASK_GUIDE_WEIGHT))
-            previous_output = np.array(warped_output, dtype=np.float32)
+            previous_output = warped_output   # a new array per frame (warp_into); the box is pasted into it
             previous_nnf = advected
             error = np.zeros((height, width), np.float32)
             box = region_box(alpha, margin, minimum)
             if box is not None:
                 origin = np.array([source_box[1].start, source_box[0].start], np.int32)
-                guides = [Guide(_torch(source[source_box]), _torch(target_image[box]), weight)
+                guides = [Guide(_view(source[source_box]), _view(target_image[box]), weight)
                           for source, target_image, weight in pairs]
                 initial = torch.from_numpy(advected[box] - origin) if temporal_nnf_init else None
-                result = synthesize(_torch(style_array[source_box]), guides, params, initial_nnf=initial,
+                result = synthesize(_view(style_array[source_box]), guides, params, initial_nnf=initial,
                                     backend=backend)
                 previous_output[box] = _numpy(result.image)
                 error[box] = _numpy(result.error)
