@@ -15,6 +15,10 @@ interval and the frame size, not by the video's length:
    order into :func:`videoio.writer.save_video` as a stream, at the loaded frame rate with the source's
    audio for the loaded span; the file appears at its path only when complete.
 
+**Masks** (issue 16, ``mask=``): per-frame masks are read per segment (:mod:`segments.masks`), each segment's
+frames and the keyframes are composited over the source frames before the uint8 conversion, and the store key
+includes the masks' content and ``mask_grow``/``feather``.
+
 **Resume**: a segment is stored as soon as its last frame is computed. An interrupted run (Ctrl-C,
 kill -9, Cancel, an error) loses only the segment that was running; the next run with the same inputs
 reads the stored ones and writes the same file.
