@@ -48,7 +48,7 @@ from .occlusion import ALPHA, BETA, check_thresholds, occlusion_masks
 from .types import FlowPairs
 from .warp import warp
 
-__all__ = ["carry_mask", "carry_step", "iter_carried_masks", "iter_carried_masks_flow"]
+__all__ = ["carry_mask", "carry_step", "iter_carried_masks", "iter_carried_masks_flow", "iter_carried_masks_steps"]
 
 
 def _first_mask(mask: object, height: int, width: int, name: str) -> torch.Tensor:
@@ -120,6 +120,44 @@ def _mask_at(first: torch.Tensor, composed: torch.Tensor) -> torch.Tensor:
     return warp(first, composed[None]).clamp_(0.0, 1.0)[0, 0]
 
 
+def iter_carried_masks_steps(mask: object, steps: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                             frame_size: tuple[int, int] | None = None, name: str = "mask") -> Iterator[torch.Tensor]:
+    """Carry a first-frame mask along flows the caller already has: yields frame 0's mask, then one per step.
+
+    For an engine that computes the consecutive flows anyway (e.g. for propagation): it hands each pair's
+    ``(flow, occlusion)`` as it goes, and nothing is computed twice.
+
+    Args:
+        mask: MASK ``[1,H,W]`` (or ``[H,W]``) float32 in [0,1], the first frame's region.
+        steps: for ``t = 1, 2, …``: flow ``t → t-1`` ``[H,W,2]`` on frame ``t``'s grid (pixels ``(x, y)``) and
+            frame ``t``'s occlusion mask ``[H,W]`` (1 = no reliable match in ``t-1``), i.e.
+            :meth:`flow.types.FlowPairs.between` ``(t-1, t)``.
+        frame_size: ``(H, W)`` the mask must have; ``None`` = the mask's own size.
+        name: the mask input's name in error messages.
+
+    Yields:
+        ``[H,W]`` float32 in [0,1]: ``mask`` itself, then one mask per step.
+
+    Raises:
+        InputError: the mask checks of :func:`iter_carried_masks`; a flow of another size than the mask.
+    """
+    if frame_size is None:
+        shape = getattr(mask, "shape", ())
+        frame_size = tuple(shape[-2:]) if len(shape) in (2, 3) else (0, 0)
+    height, width = (int(side) for side in frame_size)
+    first = _first_mask(mask, height, width, name)
+    composed = torch.zeros(height, width, 2)
+    yield first[0, 0].clone()
+    for index, (flow, occlusion) in enumerate(steps, start=1):
+        flow, occlusion = torch.as_tensor(flow).float(), torch.as_tensor(occlusion).float()
+        if tuple(flow.shape) != (height, width, 2) or tuple(occlusion.shape) != (height, width):
+            raise input_error("flow", f"a flow [{height},{width},2] and an occlusion mask [{height},{width}] per "
+                              f"frame, the mask's size", f"step {index}: {list(flow.shape)}, {list(occlusion.shape)}",
+                              "compute the flow on frames of the mask's size")
+        composed = carry_step(composed.to(flow.device), flow, occlusion)
+        yield _mask_at(first.to(flow.device), composed)
+
+
 def iter_carried_masks(frames: Iterable, mask: object, backend: FlowBackend | None = None,
                        alpha: float = ALPHA, beta: float = BETA, name: str = "mask") -> Iterator[torch.Tensor]:
     """Carry a first-frame mask through frames read one at a time: yields each frame's mask ``[H,W]``.
@@ -145,27 +183,30 @@ def iter_carried_masks(frames: Iterable, mask: object, backend: FlowBackend | No
         from .dis import DisFlow
 
         backend = DisFlow()
-    previous = first = composed = None
-    for index, frame in enumerate(frames):
-        frame = _frame_tensor(frame, index, "frames")
-        if first is None:
-            height, width = frame.shape[:2]
-            first = _first_mask(mask, height, width, name).to(frame.device)
-            backend.check_size(height, width)
-            composed = torch.zeros(height, width, 2, device=frame.device)
+    frames = iter(frames)
+    try:
+        first_frame = _frame_tensor(next(frames), 0, "frames")
+    except StopIteration:
+        return
+    height, width = first_frame.shape[:2]
+    _first_mask(mask, height, width, name)  # the mask's errors before the first flow
+    backend.check_size(height, width)
+
+    def steps() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        previous = first_frame
+        for index, frame in enumerate(frames, start=1):
+            frame = _frame_tensor(frame, index, "frames")
+            if frame.shape != previous.shape:
+                raise input_error("frames", f"frames of one size ({width}×{height} W×H)",
+                                  f"frame {index}: {frame.shape[1]}×{frame.shape[0]}", "resize the frames alike")
+            _, forward, backward = next(iter(backend.iter_flows(torch.stack([previous, frame]), [(0, 1)])))
+            forward_t = torch.from_numpy(np.asarray(forward, np.float32))[None]
+            backward_t = torch.from_numpy(np.asarray(backward, np.float32))[None]
+            _, occlusion = occlusion_masks(forward_t, backward_t, alpha, beta)
             previous = frame
-            yield first[0, 0].clone()
-            continue
-        if frame.shape != previous.shape:
-            raise input_error("frames", f"frames of one size ({previous.shape[1]}×{previous.shape[0]} W×H)",
-                              f"frame {index}: {frame.shape[1]}×{frame.shape[0]}", "resize the frames alike")
-        _, forward, backward = next(iter(backend.iter_flows(torch.stack([previous, frame]), [(0, 1)])))
-        forward_t = torch.from_numpy(np.asarray(forward, np.float32))[None]
-        backward_t = torch.from_numpy(np.asarray(backward, np.float32))[None]
-        _, occlusion = occlusion_masks(forward_t, backward_t, alpha, beta)
-        composed = carry_step(composed, backward_t[0].to(frame.device), occlusion[0].to(frame.device))
-        previous = frame
-        yield _mask_at(first, composed)
+            yield backward_t[0].to(frame.device), occlusion[0].to(frame.device)
+
+    yield from iter_carried_masks_steps(mask, steps(), (height, width), name)
 
 
 def iter_carried_masks_flow(flows: FlowPairs, mask: object, frame_count: int | None = None,
@@ -186,16 +227,12 @@ def iter_carried_masks_flow(flows: FlowPairs, mask: object, frame_count: int | N
             (raised by :meth:`~flow.types.FlowPairs.between`, naming the pair mode to use).
     """
     height, width = flows.frame_size
-    first = _first_mask(mask, height, width, name)
+    _first_mask(mask, height, width, name)
     count = flows.frame_count if frame_count is None else int(frame_count)
     if count > 1 and not flows.has(0, 1):
         flows.between(0, 1)  # raises the FLOW's own error naming pair_mode
-    composed = torch.zeros(height, width, 2)
-    yield first[0, 0].clone()
-    for index in range(1, count):
-        flow, occlusion = flows.between(index - 1, index)
-        composed = carry_step(composed, flow, occlusion)
-        yield _mask_at(first, composed)
+    steps = (flows.between(index - 1, index) for index in range(1, count))
+    yield from iter_carried_masks_steps(mask, steps, (height, width), name)
 
 
 def carry_mask(frames: torch.Tensor, mask: object, backend: FlowBackend | None = None, alpha: float = ALPHA,

@@ -81,6 +81,10 @@ def test_bad_masks_raise_errors_naming_the_input(shifted):
         carry_mask(shifted, first_mask() * 255)
     with pytest.raises(InputError, match=r"^flow: "):
         RerenderPropagateMask().carry(first_mask(), "medium")
+    from rerender_video.flow.mask_carry import iter_carried_masks_steps
+
+    with pytest.raises(InputError, match=r"^flow: .*the mask's size"):
+        list(iter_carried_masks_steps(first_mask(), [(torch.zeros(HEIGHT, WIDTH // 2, 2), torch.zeros(HEIGHT, WIDTH))]))
 
 
 def test_occluded_pixels_take_the_nearest_reliable_pixels_mapping():
