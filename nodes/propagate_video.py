@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..common.checks import check_image_batch
 from ..common.errors import input_error
+from ..common.masks import FEATHER, MASK_GROW
 from ..flow.settings import DIS_PRESET, OCCLUSION_ALPHA, OCCLUSION_BETA
 from ..propagation.settings import BLEND, PROPAGATE
 from ..segments.engine import propagate_to_video
@@ -13,7 +14,7 @@ from ..segments.executors import EXECUTOR_SETTINGS, open_executor
 from ..segments.job import SegmentSettings
 from ..videoio.frame_index import index_for_info, index_video
 from ._comfy import Progress
-from ._widgets import widget, widgets
+from ._widgets import mask_inputs, widget, widgets
 from .video import RerenderSaveVideo, _fingerprint, _typed_path, save_target, workflow_metadata
 
 #: Widgets of the output file, after the settings (same meaning as on Rerender Save Video).
@@ -33,7 +34,9 @@ class RerenderPropagateToVideo:
         "unfinished segment and writes the same file, which appears only when complete. Shows the video like "
         "Save Video, with the workflow in its metadata. Optional: executor ray runs the segments as Ray tasks "
         "(on this machine's cores, several GPUs or a cluster; pip install ray), several at a time, and "
-        "writes the same file; progress and Cancel work with either executor.")
+        "writes the same file; progress and Cancel work with either executor. "
+        "With a MASK only the region is restyled; outside the grown, feathered mask the frames are the source "
+        "frames (before encoding).")
     CATEGORY = "Rerender/propagation"
     FUNCTION = "propagate"
     OUTPUT_NODE = True
@@ -67,14 +70,17 @@ class RerenderPropagateToVideo:
                                                          "file, frames and size are read again, a segment at a "
                                                          "time). Its audio for the loaded span is copied."}),
                 **widgets(EXECUTOR_SETTINGS),
+                **mask_inputs(),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"},
         }
 
     def propagate(self, stylized_keyframes, keyframes, video_path: str = "", filename_prefix: str = "rerender/video",
                   crf: int = 19, preset: str = "medium", video_info=None, prompt=None, extra_pnginfo=None,
-                  unique_id=None, **settings) -> dict:
-        """``settings``: the propagation, blend and flow widgets and the executor widgets
+                  unique_id=None, mask=None, mask_grow: int = MASK_GROW.default, feather: int = FEATHER.default,
+                  **settings) -> dict:
+        """``mask``: optional MASK ``[1 or N, H, W]`` (see :mod:`segments.masks`). ``settings``: the propagation,
+        blend and flow widgets and the executor widgets
         (:data:`segments.executors.EXECUTOR_SETTINGS`; absent ones keep their defaults: the local executor), by
         their declared names. A Ray executor connects before any work (an error names the widget to change) and
         is closed after the run, also when it is cancelled."""
@@ -93,7 +99,8 @@ class RerenderPropagateToVideo:
         with open_executor(settings) as executor:  # as the propagate command: connects now, closed after
             written = propagate_to_video(index, images, keyframes, path, segment_settings, crf, preset,
                                          workflow_metadata(prompt, extra_pnginfo), executor=executor,
-                                         progress=Progress(index.frame_count, unique_id))
+                                         progress=Progress(index.frame_count, unique_id), mask=mask,
+                                         mask_grow=mask_grow, feather=feather)
         return {"ui": {"images": [preview], "animated": (True,)}, "result": (str(Path(written)),)}
 
     VALIDATE_INPUTS = RerenderSaveVideo.VALIDATE_INPUTS
