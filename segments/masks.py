@@ -43,7 +43,10 @@ def _folder_files(folder: Path, count: int, name: str) -> list[Path]:
     for path in sorted(folder.iterdir()):
         index = frame_index_from_name(path) if path.suffix.lower() in IMAGE_SUFFIXES else None
         if index is not None and index < count:
-            files.setdefault(index, path)
+            if index in files:
+                raise input_error(name, "one mask image per frame index", f"{files[index].name} and {path.name} "
+                                  f"both for frame {index} in {folder}", "remove one of them")
+            files[index] = path
     missing = [index for index in range(count) if index not in files]
     if missing:
         shown = ", ".join(str(index) for index in missing[:8]) + (" …" if len(missing) > 8 else "")

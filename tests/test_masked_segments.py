@@ -117,6 +117,13 @@ def test_bad_mask_input_is_refused_before_any_work(clip, tmp_path):
             cv2.imwrite(str(gappy / f"{number:04d}.png"), mask)
     with pytest.raises(InputError, match=r"mask.*2 frames without one.*3, 7"):
         prepare(gappy)
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    for number, mask in enumerate(box_masks()):
+        cv2.imwrite(str(twice / f"{number:04d}.png"), mask)
+    cv2.imwrite(str(twice / "mask_5.png"), box_masks()[0])
+    with pytest.raises(InputError, match=r"mask: Expected one mask image per frame index.*for frame 5"):
+        prepare(twice)
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.zeros((20, 30), np.uint8))
     with pytest.raises(InputError, match=r"mask \(small.png\).*64×96.*20×30"):
