@@ -258,7 +258,8 @@ def test_node_definitions(folders):
 
 def test_executor_widgets_are_generated_from_the_executor_settings(monkeypatch):
     optional = RerenderPropagateToVideo.INPUT_TYPES()["optional"]
-    assert list(optional) == ["video_info", *(one.name for one in EXECUTOR_SETTINGS)]  # new widgets go last
+    # optional inputs after the required ones, so saved workflows keep their widget order; the region inputs last
+    assert list(optional) == ["video_info", *(one.name for one in EXECUTOR_SETTINGS), "mask", "mask_grow", "feather"]
     assert optional["executor"] == (["local", "ray"], {"default": "local", "tooltip": EXECUTOR_SETTINGS[0].tooltip})
     for one in EXECUTOR_SETTINGS:
         kind, options = optional[one.name]
