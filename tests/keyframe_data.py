@@ -14,6 +14,7 @@ from typing import Sequence
 import av
 import cv2
 import numpy as np
+import torch
 
 from rerender_video.flow.types import FlowPairs
 
@@ -58,3 +59,11 @@ def make_flow(frames: Sequence[np.ndarray], pairs: list[tuple[int, int]], method
                      np.stack([occlusion(f, b) for f, b in zip(forward, backward)]),
                      np.stack([occlusion(b, f) for f, b in zip(forward, backward)]),
                      frames[0].shape[:2], len(frames), method)
+
+
+def keyframe_video(path: str | Path, size: int) -> tuple[torch.Tensor, FlowPairs]:
+    """Megamind frames 30, 40, 50 as IMAGE ``[3,size,size,3]`` float32 and a FLOW of the keyframe pairs (0,1), (0,2),
+    (1,2): the anchor, a keyframe and the next one, as the keyframe render tests use them."""
+    frames = megamind_squares(path, (30, 40, 50), size)
+    images = torch.from_numpy(np.stack(frames)).float() / 255
+    return images, make_flow(frames, [(0, 1), (0, 2), (1, 2)])

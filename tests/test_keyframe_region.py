@@ -17,7 +17,7 @@ from rerender_video.keyframe.region import latent_weight
 from rerender_video.keyframe.render import render_keyframe
 from rerender_video.keyframe.settings import ConstraintSettings
 from rerender_video.keyframe.toy import ToyAdapter
-from rerender_video.tests.keyframe_data import make_flow, megamind_squares
+from rerender_video.tests.keyframe_data import keyframe_video, megamind_squares
 
 SIZE, STEPS, GROW, FEATHER = 64, 10, 2, 3
 SETTINGS = ConstraintSettings(feature_dtype=torch.float32)
@@ -39,9 +39,7 @@ class RecordingAdapter(ToyAdapter):
 
 @pytest.fixture(scope="module")
 def video(megamind_path):
-    frames = megamind_squares(megamind_path, (30, 40, 50), SIZE)
-    images = torch.from_numpy(np.stack(frames)).float() / 255
-    return images, make_flow(frames, [(0, 1), (0, 2), (1, 2)])
+    return keyframe_video(megamind_path, SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from rerender_video.keyframe.render import render_keyframe
 from rerender_video.keyframe.settings import ConstraintSettings
 from rerender_video.keyframe.toy import ToyAdapter
 from rerender_video.keyframe.windows import StepWindow
-from rerender_video.tests.keyframe_data import make_flow, megamind_squares
+from rerender_video.tests.keyframe_data import keyframe_video, make_flow
 
 SIZE = 64
 STEPS = 10
@@ -37,9 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def video(megamind_path):
-    frames = megamind_squares(megamind_path, (30, 40, 50), SIZE)
-    images = torch.from_numpy(np.stack(frames)).float() / 255
-    return images, make_flow(frames, [(0, 1), (0, 2), (1, 2)])
+    return keyframe_video(megamind_path, SIZE)
 
 
 @pytest.fixture(scope="module")
