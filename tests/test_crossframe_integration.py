@@ -254,7 +254,7 @@ class TestBadInputInComfyUI:
         entry = comfy.wait(comfy.queue(prompt), timeout=900)
         assert entry["status"]["status_str"] == "error"
         message = error_message(entry)
-        assert "model: Expected an SD1.5-family MODEL" in message and "attention in output blocks" in message, message
+        assert "model: Expected an SD1.5- or SDXL-family MODEL" in message and "attention in output blocks" in message, message
 
     def test_frames_not_multiple_of_8(self, comfy):
         prompt = _base_prompt(width=252)
