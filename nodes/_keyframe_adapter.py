@@ -1,7 +1,7 @@
 """ComfyUI's MODEL, VAE, CONDITIONING and samplers as a :class:`keyframe.render.ModelAdapter`.
 
 The keyframe maths never imports ComfyUI; this thin adapter does, inside functions only (the module
-imports without ComfyUI, so tests can check the SD1.5 detection on stand-in objects).
+imports without ComfyUI, so tests can check the model detection on stand-in objects).
 
 * Sampling: ``model.clone()`` + ``set_model_attn1_patch`` (cross-frame attention) +
   ``set_model_sampler_post_cfg_function`` (x̂0 edits), run through ``comfy.sample.sample_custom``

@@ -40,7 +40,7 @@ class RerenderFidelityEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae": ("VAE", {"tooltip": "The VAE to encode with (SD1.5 or any VAE with an 8x latent)."}),
+            "vae": ("VAE", {"tooltip": "The VAE to encode with (SD1.5, SDXL or any VAE with an 8x latent)."}),
             "images": ("IMAGE", {"tooltip": "Images [B,H,W,3]; width and height must be multiples of 8."}),
             "strength": widget(FIDELITY_STRENGTH),
             "threshold": widget(FIDELITY_THRESHOLD),
@@ -71,7 +71,7 @@ class RerenderCrossFrameSampler:
         "warped anchor/previous renders (encoded with E*) outside the occlusion mask at mid steps. Pass 2 "
         "resumes from pass 1 where they start to differ (rough_render 'early', the default, also stops pass 1 "
         "there: one plain run's steps in all). Windows are fractions of the sampled steps; "
-        "start > end switches a constraint off. Model: SD1.5 family. Apply ControlNet to positive and "
+        "start > end switches a constraint off. Model: SD1.5 or SDXL family. Apply ControlNet to positive and "
         "negative upstream with this frame's hint.")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
@@ -88,7 +88,8 @@ class RerenderCrossFrameSampler:
         constraints_required, constraints_optional = constraint_widgets()
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.5-family model (other layouts are refused)."}),
+                "model": ("MODEL", {"tooltip": "An SD1.5- or SDXL-family model (SDXL, Pony, Illustrious, "
+                                               "fine-tunes; SD2, SD3, Flux and video models are refused)."}),
                 "positive": ("CONDITIONING", {"tooltip": "Positive prompt, with this frame's ControlNet applied."}),
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt, with the same ControlNet applied."}),
                 "vae": ("VAE", {"tooltip": "VAE: encodes the frame (SDEdit start), decodes the passes, E* encodes "

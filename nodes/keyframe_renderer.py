@@ -46,7 +46,7 @@ class RerenderKeyframeRenderer:
         "Every finished keyframe is cached on disk by its inputs, so a run that was cancelled or crashed "
         "resumes after the last finished keyframe with the same result. ControlNet: apply it to positive "
         "and negative with core Apply ControlNet; connect the per-frame hints (e.g. core Canny of the frames) "
-        "to control_images and each keyframe gets its own. SD1.5-family models.")
+        "to control_images and each keyframe gets its own. SD1.5- or SDXL-family models.")
     CATEGORY = CATEGORY
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE", "STRING", "KEYFRAMES")
@@ -66,7 +66,7 @@ class RerenderKeyframeRenderer:
                 "frames": ("IMAGE", {"tooltip": "The video frames [N,H,W,3] (Rerender Load Video), or just the "
                                                 "keyframes (Load Video with keyframes connected; connect the "
                                                 "same KEYFRAMES here); width and height multiples of 8."}),
-                "model": ("MODEL", {"tooltip": "An SD1.5-family model; LoRAs and other model patches go upstream "
+                "model": ("MODEL", {"tooltip": "An SD1.5- or SDXL-family model; LoRAs and other model patches go upstream "
                                                "(e.g. core Load LoRA)."}),
                 "positive": ("CONDITIONING", {"tooltip": "Positive prompt, with the ControlNet applied (core Apply "
                                                          "ControlNet)."}),

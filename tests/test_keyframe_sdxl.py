@@ -93,6 +93,10 @@ class TestLatentFormat:
     SD15 = LatentScale(0.18215)
     SDXL = LatentScale(0.13025)
 
+    @pytest.fixture(autouse=True)
+    def seeded(self):
+        torch.manual_seed(0)
+
     def test_scaled_latents_differ_and_round_trip(self):
         raw = torch.randn(1, 4, 8, 8)
         assert not torch.allclose(self.SD15.to_model(raw), self.SDXL.to_model(raw))
@@ -113,7 +117,8 @@ class TestLatentFormat:
             fused = shape_fusion(fmt.to_model(raw), fmt.to_model(anchor), validity)
             torch.testing.assert_close(fmt.to_raw(fused), shape_fusion(raw, anchor, validity), atol=1e-5, rtol=1e-5)
             matched = adain(fmt.to_model(raw), *channel_stats(fmt.to_model(anchor)))
-            torch.testing.assert_close(fmt.to_raw(matched), adain(raw, *channel_stats(anchor)), atol=1e-4, rtol=1e-4)
+            # equal up to the eps of the variances (1e-5 against variances scaled by scale²)
+            torch.testing.assert_close(fmt.to_raw(matched), adain(raw, *channel_stats(anchor)), atol=3e-3, rtol=1e-3)
 
     def test_fidelity_encoding_does_not_depend_on_the_scale(self):
         toy = ToyAdapter()
