@@ -12,7 +12,9 @@ loaded frames (``--frames``) are left out. The video is processed segment by seg
 the video file to the mp4 (memory set by the keyframe interval and the frame size, not the length): per segment
 optical flow between consecutive frames (DIS), EbSynth-style propagation of its keyframes forward and backward,
 temporal blend; the frames go into an H.264 mp4 at the source frame rate with the source audio. Finished
-segments are kept on disk, so an interrupted run resumes where it stopped. With ``--executor ray`` the
+segments are kept on disk, so an interrupted run resumes where it stopped. With ``--mask`` only the masked
+region is restyled: outside the mask grown by ``--mask-grow`` plus ``--feather`` pixels the frames are the
+source frames (before encoding). With ``--executor ray`` the
 segments run as Ray tasks on a Ray cluster (``--ray-address``; a local Ray when none runs), several at once;
 the output file is the same.
 """
@@ -27,6 +29,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``propagate`` command (its settings' options generated from their declarations)."""
+    from ..common.masks import MASK_SETTINGS
     from ..flow.settings import DIS_PRESET
     from ..propagation.settings import BLEND, KEYFRAME_FILE_INTERVAL, PROPAGATE
     from ..segments.executors import EXECUTOR_SETTINGS
@@ -51,6 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_options(parser.add_argument_group("propagation (EbSynth) and guide weights"), PROPAGATE)
     add_options(parser.add_argument_group("blend"), BLEND)
     add_option(parser, DIS_PRESET, "--flow-preset")
+    region = parser.add_argument_group("restyle only a region (white = restyle, black = keep the source)")
+    region.add_argument("--mask", dest="mask", type=Path, default=None, metavar="DIR_OR_IMAGE",
+                        help="folder of per-frame mask images named by frame index like the keyframes (0013.png), "
+                             "or one image: the first frame's mask, carried through the video by the optical flow")
+    add_options(region, MASK_SETTINGS)
     add_options(parser.add_argument_group("where segments run (Ray: pip install ray)"), EXECUTOR_SETTINGS)
     parser.add_argument("--crf", type=int, default=19, help="H.264 quality (lower = better, larger)")
     parser.set_defaults(func=run)
@@ -59,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Index the video, check everything, then propagate and blend segment by segment into the mp4."""
     from ..common.cache import check_writable
-    from ..segments.executors import EXECUTOR_SETTINGS, make_executor
+    from ..segments.executors import open_executor
     from ..segments.job import SegmentSettings
 
     started = time.perf_counter()
@@ -67,12 +75,8 @@ def run(args: argparse.Namespace) -> int:
     values = vars(args)
     settings = SegmentSettings.from_values(values)
     settings.params.validate()
-    executor = make_executor(**{setting.name: values[setting.name] for setting in EXECUTOR_SETTINGS})  # connects
-    try:
+    with open_executor(values) as executor:  # connects to Ray now (errors before any work); closed after
         return _propagate(args, output, settings, executor, started)
-    finally:
-        if hasattr(executor, "close"):
-            executor.close()
 
 
 def _propagate(args, output, settings, executor, started) -> int:
@@ -95,7 +99,11 @@ def _propagate(args, output, settings, executor, started) -> int:
     keyframes = from_indices(keyframe_images.indices, count)
     print(f"loaded {count} frames at {width}x{height}, {fps:.3f} fps; keyframes {list(keyframes.indices)}")
 
-    run = prepare_video(index, keyframe_images, keyframes, output, settings, crf=args.crf, executor=executor)
+    run = prepare_video(index, keyframe_images, keyframes, output, settings, crf=args.crf, executor=executor,
+                        mask=args.mask, mask_grow=args.mask_grow, feather=args.feather)
+    if run.region is not None:
+        kind = "per-frame masks" if len(run.region.files) > 1 else "one static mask"
+        print(f"region: {kind} from {args.mask}, grown {args.mask_grow} px, feathered {args.feather} px")
     print(f"segments: {run.describe()} (finished segments are kept: an interrupted run resumes)")
     if executor.name == "ray":
         from ..segments.ray_executor import describe

@@ -6,6 +6,7 @@
 * :mod:`flow.pairs` — which pairs each pair mode computes.
 * :mod:`flow.dis`, :mod:`flow.raft` — the backends; :mod:`flow.occlusion` — the forward–backward check;
   :mod:`flow.visualize` — the flow colour wheel and occlusion overlays.
+* :mod:`flow.mask_carry` — a first-frame region mask carried through a clip by the flow (streaming).
 
 Nothing here imports ComfyUI; torchvision is imported only when a RAFT flow is computed.
 """

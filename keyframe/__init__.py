@@ -13,6 +13,7 @@ Modules:
 * :mod:`.fidelity`    fidelity-oriented image encoding ``E*`` (Eqs. 8–9);
 * :mod:`.sampler`     the DDIM(η=0) σ-space loop with per-step hooks and resume;
 * :mod:`.constraints` one sampling pass's hooks (attention patch, post-CFG x̂0 edit, pixel fusion);
+* :mod:`.region`      restyle only a region mask: the noise-mask rule in the loop, the render composite;
 * :mod:`.reference`   the REFERENCE state carried from keyframe to keyframe;
 * :mod:`.settings`    the settings of the keyframe stage (sampling, constraints, ``E*``), declared once;
 * :mod:`.plan`        what a keyframe reads and runs (steps, flow pairs), and the FLOW check;

@@ -9,7 +9,9 @@
   (§4.1.4) and then shape-aware fusion (§4.1.2) to the CFG-combined x̂0 — the reference's order;
 * the sampler-level hooks of :func:`~keyframe.sampler.sample_ddim`: pixel-aware fusion at the start
   of the steps of its window (§4.1.3), ``ε̂`` from the unedited x̂0, the capture of the state
-  that pass 2 resumes from, and the early stop of pass 1 (``rough_render="early"``).
+  that pass 2 resumes from, and the early stop of pass 1 (``rough_render="early"``);
+* with a region mask (:class:`~keyframe.region.RegionGuide`), the source latent outside the region
+  in every x̂0, after the edits above, and pixel fusion's edit undone there (the noise-mask rule).
 
 The attention patch and the post-CFG function find the step from the σ they receive
 (:class:`~keyframe.windows.StepClock`), so they work under any ComfyUI sampler; the sampler-level
@@ -25,6 +27,7 @@ import torch
 from .adain import adain
 from .attention import CrossFrameAttention
 from .fusion import pixel_fusion_step, shape_fusion, step_noise, warp_latent
+from .region import RegionGuide
 from .sampler import ResumeState, SamplerHooks, sample_ddim
 from .windows import StepClock, StepWindow
 
@@ -88,6 +91,7 @@ class KeyframeConstraints(SamplerHooks):
             ≥ 1 and after the pass's first step (it is taken at the end of the step before).
         resume_from: start from this state (pass 2 resumed).
         stop_step: end the pass at the start of this step (pass 1 with an early rough render).
+        region: restyle only this region (:class:`~keyframe.region.RegionGuide`), or ``None`` (all).
         applied: constraint name → steps on which it acted (diagnostics and tests).
     """
 
@@ -100,6 +104,7 @@ class KeyframeConstraints(SamplerHooks):
     capture_step: int | None = None
     resume_from: ResumeState | None = None
     stop_step: int | None = None
+    region: RegionGuide | None = None
     x0_trajectory: dict[int, torch.Tensor] = field(default_factory=dict)
     captured: ResumeState | None = None
     applied: dict[str, list[int]] = field(default_factory=lambda: {"adain": [], "shape": [], "pixel": []})
@@ -142,6 +147,8 @@ class KeyframeConstraints(SamplerHooks):
     def on_denoised(self, x: torch.Tensor, sigma: torch.Tensor | float, denoised: torch.Tensor) -> torch.Tensor:
         """Record and edit the CFG x̂0 of the model call at ``sigma``: AdaIN, then shape fusion."""
         step = self.clock.index(sigma)
+        if self.region is not None:  # the model's x̂0 with the source outside: what ε̂ and the anchor record
+            denoised = self.region.keep(denoised)
         self._raw = (step, denoised)
         if self.record_x0:
             self.x0_trajectory[step] = denoised.detach().float().cpu().clone()
@@ -153,6 +160,8 @@ class KeyframeConstraints(SamplerHooks):
         if self.shape is not None and self.shape.window.contains(step, self.total_steps):
             edited = shape_fusion(edited, self._warped_anchor(step, edited), self.shape.validity)
             self._mark("shape", step)
+        if self.region is not None and edited is not denoised:
+            edited = self.region.keep(edited)
         return edited
 
     def _warped_anchor(self, step: int, like: torch.Tensor) -> torch.Tensor:
@@ -172,8 +181,9 @@ class KeyframeConstraints(SamplerHooks):
         pixel = self.pixel
         if pixel is not None and self._eps_prev is not None and pixel.window.contains(step, self.total_steps):
             noise = step_noise(pixel.seed, step, x.shape, x.device, x.dtype)
-            x = pixel_fusion_step(x, self._eps_prev, float(sigma), pixel.target, pixel.weight, pixel.boundary,
-                                  pixel.inner_strength, noise)
+            fused = pixel_fusion_step(x, self._eps_prev, float(sigma), pixel.target, pixel.weight, pixel.boundary,
+                                      pixel.inner_strength, noise)
+            x = fused if self.region is None else self.region.keep_latent(fused, x)
             self._mark("pixel", step)
         return x
 

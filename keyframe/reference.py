@@ -127,7 +127,7 @@ class ReferenceState:
         missing_branches = sorted(set(branches) - set(self.branches))
         if missing_branches:
             raise input_error("cfg", "the CFG branches the anchor was rendered with",
-                              f"the uncond branch, which the anchor (rendered at cfg 1) did not record",
+                              "the uncond branch, which the anchor (rendered at cfg 1) did not record",
                               "use the anchor's cfg, or render the anchor with cfg other than 1")
         for what, store in (("anchor", self.anchor_features), ("previous keyframe", self.previous_features)):
             absent = sorted(set(steps) - set(store.steps()))

@@ -30,11 +30,15 @@ Rough render (``ConstraintSettings.rough_render``):
 * ``"full"`` (the paper's and the reference's ``Ī'``): pass 1 runs to the end and ``Ī'`` is its
   decoded result — ``S + (S − split)`` model steps (29 at 20 steps).
 
+Region (optional ``mask``, issue 16): only the grown, feathered region is restyled; outside it every
+step keeps the source latent noised to that step's σ and the render is the source frame
+(:mod:`.region`). The cross-frame constraints act inside as without a mask.
+
 The model is reached through a :class:`ModelAdapter`; ComfyUI's lives in ``nodes/_keyframe_adapter.py``.
 
 Latent space (every latent here): the model's space — what ComfyUI's samplers see, raw VAE latents
-after ``latent_format.process_in`` (×0.18215 for SD1.5) — because the σ-space mixing of pixel fusion
-(``x̃ + σ·z``) is only right where ``x = x̂0 + σ·ε`` holds. ``E*`` (affine) and AdaIN (per-channel
+after the latent format's scale (×0.18215 for SD1.5, ×0.13025 for SDXL; :mod:`.latent`) — because the σ-space
+mixing of pixel fusion (``x̃ + σ·z``) is only right where ``x = x̂0 + σ·ε`` holds. ``E*`` (affine) and AdaIN (per-channel
 affine-invariant) give the same result in either space; warps are linear.
 
 Deliberate differences from the reference code (``keyframe/ALGORITHM.md`` §10 lists them with reasons):
@@ -61,6 +65,7 @@ import torch
 
 from ..common.checks import check_image_batch
 from ..common.errors import input_error
+from ..common.masks import FEATHER, MASK_GROW, check_mask, warn_if_empty
 from ..flow.warp import warp_hwc
 from .attention import CrossFrameAttention, FeatureStore
 from .constraints import ColourGuide, KeyframeConstraints, PixelGuide, ShapeGuide
@@ -70,6 +75,7 @@ from .fusion import (check_latent_size, flat_region, fused_reference_image, inpa
                      latent_validity, soft_occlusion)
 from .plan import KeyframePlan, check_flow
 from .reference import ReferenceState
+from .region import RegionGuide, composite_render, latent_weight, pixel_weight
 from .settings import ConstraintSettings
 from .windows import StepClock
 
@@ -105,7 +111,9 @@ class ModelAdapter(Protocol):
         ``attn1_patch``, ``constraints.post_cfg`` as post-CFG function and, when
         ``supports_step_hooks``, ``constraints.sampler_function`` as the sampler; ``control`` is
         adapter-specific conditioning (ComfyUI: ``(positive, negative)``) or ``None`` for the
-        adapter's own; ``on_step(i)`` after each step. Returns the final model-space latent."""
+        adapter's own; ``on_step(i)`` after each step. ``constraints.region`` (a
+        :class:`~keyframe.region.RegionGuide` or ``None``) may be passed on as the sampler's noise mask
+        (ComfyUI: ``noise_mask=region.weight``). Returns the final model-space latent."""
 
 
 @dataclass
@@ -170,7 +178,8 @@ def render_keyframe(adapter: ModelAdapter, frame: torch.Tensor, frame_index: int
                     settings: ConstraintSettings | None = None, *, latent: torch.Tensor | None = None,
                     control: Any = None, anchor_index: int | None = None, previous_index: int | None = None,
                     resume: bool = True, release_reference: bool = False,
-                    progress: Callable | None = None) -> KeyframeResult:
+                    progress: Callable | None = None, mask: torch.Tensor | None = None,
+                    mask_grow: int = MASK_GROW.default, feather: int = FEATHER.default) -> KeyframeResult:
     """Render one keyframe (the anchor when ``reference`` is ``None``).
 
     Args:
@@ -193,6 +202,11 @@ def render_keyframe(adapter: ModelAdapter, frame: torch.Tensor, frame_index: int
             read, so at most one store plus one step of it is held next to the anchor's and the new
             one (peak ≈ 2 stores instead of 3). Never set it for a REFERENCE ComfyUI may reuse.
         progress: ``progress(done)`` after each model step (total = ``info["steps_planned"]``).
+        mask: MASK ``[1,H,W]`` float32 in [0,1] of this keyframe (1 = restyle), or ``None`` (the
+            whole frame): the diffusion changes only the region grown by ``mask_grow`` and feathered
+            by ``feather`` pixels; outside it the latent is the source latent noised to each step's σ
+            and the render is ``frame`` (:mod:`keyframe.region`).
+        mask_grow, feather: pixels (:data:`common.masks.MASK_GROW`, :data:`common.masks.FEATHER`).
 
     Returns:
         :class:`KeyframeResult`.
@@ -200,10 +214,14 @@ def render_keyframe(adapter: ModelAdapter, frame: torch.Tensor, frame_index: int
     Raises:
         InputError: a frame that is not one ``[1,H,W,3]`` IMAGE with sides multiple of 8, a
             REFERENCE of another size / schedule / block set / CFG branches, a missing FLOW or flow
-            pair, pixel fusion with an adapter without step hooks.
+            pair, pixel fusion with an adapter without step hooks, a mask that is not one ``[1,H,W]``
+            mask of the frame's size in [0, 1].
     """
     settings = settings or ConstraintSettings()
     frame_size = _check_frame(frame)
+    if mask is not None:
+        mask = check_mask(mask, 1, *frame_size, "mask")
+        warn_if_empty(mask)
     sigmas = torch.as_tensor(adapter.sigmas).detach().float().cpu()
     plan = None
     if reference is not None:  # validate everything before the first VAE or model call
@@ -214,9 +232,32 @@ def render_keyframe(adapter: ModelAdapter, frame: torch.Tensor, frame_index: int
     if tuple(source.shape[-2:]) != latent_size or source.shape[0] != 1:
         raise input_error("latent", f"a latent [1,4,{latent_size[0]},{latent_size[1]}] for this frame",
                           list(source.shape), "encode the same frame, or leave latent unconnected")
+    region = None if mask is None else _Region(frame, source, mask, mask_grow, feather)
     if plan is None:
-        return _render_anchor(adapter, int(frame_index), frame_size, source, sigmas, settings, control, progress)
-    return _render_later(adapter, plan, source, control, progress)
+        return _render_anchor(adapter, int(frame_index), frame_size, source, sigmas, settings, control, progress,
+                              region)
+    return _render_later(adapter, plan, source, control, progress, region)
+
+
+class _Region:
+    """A keyframe's region: the latent guide of its passes and the pixel composite of its render."""
+
+    def __init__(self, frame: torch.Tensor, source: torch.Tensor, mask: torch.Tensor, mask_grow: int,
+                 feather: int) -> None:
+        self.frame = frame
+        self.pixels = pixel_weight(mask, mask_grow, feather)
+        self.guide = RegionGuide(latent_weight(mask, tuple(source.shape[-2:]), mask_grow, feather), source)
+
+    def image(self, render: torch.Tensor) -> torch.Tensor:
+        return composite_render(render, self.frame, self.pixels)
+
+
+def _guide(region: _Region | None) -> RegionGuide | None:
+    return None if region is None else region.guide
+
+
+def _image(region: _Region | None, render: torch.Tensor) -> torch.Tensor:
+    return render if region is None else region.image(render)
 
 
 @dataclass
@@ -343,7 +384,7 @@ def constraint_steps(info: dict) -> dict[str, list[int]]:
 
 
 def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, control: Any,
-                  progress: Callable | None) -> KeyframeResult:
+                  progress: Callable | None, region: _Region | None = None) -> KeyframeResult:
     """Pass 1 → rough render → fused image → ``E*`` → pass 2 (resumed), for a keyframe after the anchor."""
     reference, split, resume, total, early = plan.reference, plan.split, plan.resume, plan.total, plan.rough_early
     sigmas = plan.clock.sigmas
@@ -360,13 +401,13 @@ def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, cont
     discard1 = total if split is None else split if resume else 0  # steps pass 2 will not read again
     pass1 = KeyframeConstraints(sigmas, attention=plan.attention(store1, steps1, discard1), colour=plan.colour,
                                 shape=plan.shape, capture_step=split if resume or early else None,
-                                stop_step=split if early else None)
+                                stop_step=split if early else None, region=_guide(region))
     latent1 = adapter.sample(source, pass1, control, counter)
     info["applied_pass1"] = pass1.applied
     info["cross_pass1"] = _cross_applied(pass1)
     info["steps_pass1"] = counter.done
     if split is None:
-        image = adapter.decode(latent1)
+        image = _image(region, adapter.decode(latent1))
         info["steps_run"] = counter.done
         info["constraint_steps"] = constraint_steps(info)
         previous = store1.freeze() if plan.update_due else reference.previous_features
@@ -380,13 +421,14 @@ def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, cont
     store2 = plan.new_store() if plan.update_due else None
     steps2 = {s for s in record_cross if s >= split} if resume else record_cross
     pass2 = KeyframeConstraints(sigmas, attention=plan.attention(store2, steps2, total), colour=plan.colour,
-                                shape=plan.shape, pixel=pixel, resume_from=pass1.captured if resume else None)
+                                shape=plan.shape, pixel=pixel, resume_from=pass1.captured if resume else None,
+                                region=_guide(region))
     latent2 = adapter.sample(source, pass2, control, counter)
     info["applied_pass2"] = pass2.applied
     info["cross_pass2"] = _cross_applied(pass2)
     info["steps_run"] = counter.done
     info["constraint_steps"] = constraint_steps(info)
-    image = adapter.decode(latent2)
+    image = _image(region, adapter.decode(latent2))
     if plan.update_due:
         previous = FeatureStore.merged(store1, store2, split) if resume else store2.freeze()
     else:
@@ -423,17 +465,17 @@ def _pixel_guide(adapter: ModelAdapter, plan: _Plan, rough: torch.Tensor
 
 def _render_anchor(adapter: ModelAdapter, frame_index: int, frame_size: tuple[int, int], source: torch.Tensor,
                    sigmas: torch.Tensor, settings: ConstraintSettings, control: Any,
-                   progress: Callable | None) -> KeyframeResult:
+                   progress: Callable | None, region: _Region | None = None) -> KeyframeResult:
     """One pass that records the anchor's features and x̂0 trajectory → a new REFERENCE."""
     clock = StepClock(sigmas)
     blocks = _layers(adapter, settings)
     store = FeatureStore(settings.feature_dtype, settings.offload)
     attention = CrossFrameAttention(clock, blocks, settings.cross_period, record=store,
                                     record_steps=set(settings.cross_period.steps(clock.total)))
-    hooks = KeyframeConstraints(sigmas, attention=attention, record_x0=True)
+    hooks = KeyframeConstraints(sigmas, attention=attention, record_x0=True, region=_guide(region))
     counter = _StepCounter(clock.total, progress)
     final = adapter.sample(source, hooks, control, counter)
-    image = adapter.decode(final)
+    image = _image(region, adapter.decode(final))
     store.freeze()
     render = image.detach().float().cpu()
     reference = ReferenceState(

@@ -15,6 +15,8 @@ imports without ComfyUI, so tests can check the model detection on stand-in obje
   ComfyUI's samplers do.
 * Model: :func:`check_model` accepts the SD1.5 and SDXL families and gives the decoder layout that
   cross-frame attention is mapped onto (``keyframe/layout.py``).
+* Region: a keyframe's region (:mod:`keyframe.region`) is passed as ``noise_mask`` (ComfyUI's
+  ``denoise_mask``), so ComfyUI's own samplers keep the source outside it too.
 """
 
 from __future__ import annotations
@@ -224,6 +226,9 @@ class ComfyModelAdapter:
         if on_step is not None:
             def callback(step, _x0, _x, _total):
                 on_step(step)
+        region = getattr(constraints, "region", None)  # ComfyUI's noise mask: the same rule for its own samplers
+        noise_mask = None if region is None else region.weight.float().cpu()
         samples = comfy.sample.sample_custom(patched, noise, self.cfg, sampler, self.sigmas.clone(), positive, negative,
-                                             raw, callback=callback, disable_pbar=True, seed=self.seed)
+                                             raw, noise_mask=noise_mask, callback=callback, disable_pbar=True,
+                                             seed=self.seed)
         return self.to_model_space(samples.cpu())

@@ -45,3 +45,16 @@ def widget(setting: Setting, *, choices: Sequence[Any] | None = None, **override
 def widgets(settings: Iterable[Setting]) -> dict[str, tuple]:
     """``{name: widget(setting)}`` for ``settings``, in the given order."""
     return {one.name: widget(one) for one in settings}
+
+
+def mask_inputs(carried_by: str = "the optical flow") -> dict[str, tuple]:
+    """The optional region inputs of a node that restyles only a region (issue 16): ``mask`` (MASK) and the
+    ``mask_grow`` and ``feather`` widgets (:data:`common.masks.MASK_SETTINGS`), for the ``optional`` section
+    (after the node's other widgets, so saved workflows keep their widget positions)."""
+    from ..common.masks import MASK_SETTINGS
+
+    tooltip = ("Optional region to restyle (1 = restyle, 0 = keep the source): one mask per frame [N,H,W] (a "
+               "segmentation node, Rerender Propagate Mask), or one [1,H,W] for the first frame, carried through "
+               f"the clip by {carried_by}. Outside the mask grown by mask_grow plus feather pixels the output is "
+               "the source video, bit for bit.")
+    return {"mask": ("MASK", {"tooltip": tooltip}), **widgets(MASK_SETTINGS)}

@@ -6,6 +6,7 @@ import torch
 
 from ..common.checks import check_image_batch
 from ..common.errors import input_error
+from ..common.masks import FEATHER, MASK_GROW, check_mask
 from ..keyframe.fidelity import fidelity_encode
 from ..keyframe.fusion import check_latent_size
 from ..keyframe.plan import KeyframePlan
@@ -71,8 +72,10 @@ class RerenderCrossFrameSampler:
         "warped anchor/previous renders (encoded with E*) outside the occlusion mask at mid steps. Pass 2 "
         "resumes from pass 1 where they start to differ (rough_render 'early', the default, also stops pass 1 "
         "there: one plain run's steps in all). Windows are fractions of the sampled steps; "
-        "start > end switches a constraint off. Model: SD1.5 or SDXL family. Apply ControlNet to positive and "
-        "negative upstream with this frame's hint.")
+        "start > end switches a constraint off. Region: connect a mask to restyle only it (grown by mask_grow, "
+        "feathered by feather pixels; outside it each step keeps the frame's noised latent, as ComfyUI's noise "
+        "mask does). Model: SD1.5 or SDXL family. Apply ControlNet to positive and negative upstream with this "
+        "frame's hint.")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT", "IMAGE", "REFERENCE")
@@ -120,28 +123,36 @@ class RerenderCrossFrameSampler:
                                                         "window (same result, fewer steps). Off = pass 2 from "
                                                         "scratch, for checking."}),
                 **constraints_optional,
+                "mask": ("MASK", {"tooltip": "Restyle only this region (1 = restyle): one mask [1,H,W], or one per "
+                                             "frame of frames (the one at frame_index is used). Outside it the "
+                                             "latent stays the frame's and the image is the frame."}),
+                "mask_grow": widget(MASK_GROW),
+                "feather": widget(FEATHER),
             },
         }
 
     def sample(self, model, positive, negative, vae, frames, frame_index, seed, steps, cfg, sampler_name, scheduler,
                denoise, reference=None, flow=None, latent=None, anchor_index=-1, previous_index=-1, resume_pass2=True,
-               **constraints):
+               mask=None, mask_grow=MASK_GROW.default, feather=FEATHER.default, **constraints):
         """``constraints``: the window, strength and switch widgets (``cross_start`` … ``rough_render``)."""
         frame = _pick(check_image_batch(frames, "frames"), frame_index, "frames")
         check_latent_size(frame.shape[1], frame.shape[2], "frames")
+        if mask is not None:
+            count = frames.shape[0] if frames.shape[0] > 1 else getattr(mask, "shape", (1,))[0]
+            mask = _pick(check_mask(mask, count, frame.shape[1], frame.shape[2], "mask"), frame_index, "mask")
         settings = ConstraintSettings.from_inputs(constraints)
         adapter = ComfyModelAdapter(model, positive, negative, vae, seed, steps, cfg, sampler_name, scheduler, denoise)
         source = None
         if latent is not None:
             if "noise_mask" in latent:
                 raise input_error("latent", "a LATENT without noise_mask", "a LATENT with a noise mask",
-                                  "remove Set Latent Noise Mask: the constraints already decide what is kept")
+                                  ["remove Set Latent Noise Mask", "connect the mask to this node's mask input"])
             source = adapter.to_model_space(_pick(latent["samples"], frame_index, "latent"))
         plan = KeyframePlan(settings, len(adapter.sigmas) - 1, bool(resume_pass2))
         progress = Progress(plan.steps(later=reference is not None))
         result = render_keyframe(adapter, frame, frame_index, reference, flow, settings, latent=source,
                                  anchor_index=anchor_index, previous_index=previous_index, resume=resume_pass2,
-                                 progress=progress)
+                                 progress=progress, mask=mask, mask_grow=int(mask_grow), feather=int(feather))
         progress(progress.total)
         return ({"samples": adapter.to_raw(result.latent).cpu()}, result.image.cpu(), result.reference)
 

@@ -16,6 +16,7 @@ from ..common import cache
 from ..common.checks import check_image_batch
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes, resolve_batch
+from ..common.masks import FEATHER, MASK_GROW, check_mask, warn_if_empty
 from ..keyframe.fusion import check_latent_size
 from ..keyframe.loop import FORMAT_VERSION, render_keyframes
 from ..keyframe.plan import KeyframePlan, check_flow
@@ -46,7 +47,9 @@ class RerenderKeyframeRenderer:
         "Every finished keyframe is cached on disk by its inputs, so a run that was cancelled or crashed "
         "resumes after the last finished keyframe with the same result. ControlNet: apply it to positive "
         "and negative with core Apply ControlNet; connect the per-frame hints (e.g. core Canny of the frames) "
-        "to control_images and each keyframe gets its own. SD1.5- or SDXL-family models.")
+        "to control_images and each keyframe gets its own. Region: connect a mask to restyle only it (grown "
+        "by mask_grow, feathered by feather pixels); outside it each step keeps the frame's noised latent, as "
+        "ComfyUI's noise mask does, and the keyframe is the source frame. SD1.5- or SDXL-family models.")
     CATEGORY = CATEGORY
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE", "STRING", "KEYFRAMES")
@@ -107,15 +110,26 @@ class RerenderKeyframeRenderer:
                                                         "ControlNet whose hint batch has one image per frame gets "
                                                         "the keyframe's image, others are used as they are."}),
                 **constraints_optional,
+                "mask": ("MASK", {"tooltip": "Restyle only this region (1 = restyle): one mask per frame "
+                                             "[N,H,W] (a segmentation node, or Rerender Propagate Mask for a mask "
+                                             "painted on the first frame), one per keyframe when frames holds just "
+                                             "the keyframes, or one mask [1,H,W] used for every keyframe. Outside "
+                                             "it the keyframes are the source frames."}),
+                "mask_grow": widget(MASK_GROW),
+                "feather": widget(FEATHER),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     def render(self, frames, model, positive, negative, vae, keyframe_interval, keyframe_indices, first_keyframe_only,
                seed, steps, cfg, sampler_name, scheduler, denoise, free_model_after, use_cache, flow=None,
-               keyframes: Keyframes | None = None, control_images=None, unique_id=None, **constraints):
+               keyframes: Keyframes | None = None, control_images=None, unique_id=None, mask=None,
+               mask_grow=MASK_GROW.default, feather=FEATHER.default, **constraints):
         plan = plan_render(frames, keyframe_interval, keyframe_indices, keyframes, first_keyframe_only, steps,
-                           constraints, flow, control_images)
+                           constraints, flow, control_images, mask)
+        regions = KeyframeMasks(mask, plan, int(mask_grow), int(feather)) if mask is not None else None
+        if regions is not None and regions.all_empty(plan.indices[:plan.count]):
+            return self._unchanged(plan, regions, first_keyframe_only)
         from ._keyframe_adapter import ComfyModelAdapter
 
         adapter = ComfyModelAdapter(model, positive, negative, vae, seed, steps, cfg, sampler_name, scheduler, denoise)
@@ -123,7 +137,8 @@ class RerenderKeyframeRenderer:
         def render_one(frame_index, reference, *, release_reference, progress):
             return render_keyframe(adapter, plan.frame(frame_index), frame_index, reference, flow,
                                    plan.settings, control=hints.conditioning(frame_index),
-                                   release_reference=release_reference, progress=progress)
+                                   release_reference=release_reference, progress=progress,
+                                   **(regions.render_options(frame_index) if regions is not None else {}))
 
         base_key = None
         if use_cache:
@@ -134,7 +149,7 @@ class RerenderKeyframeRenderer:
         units = keyframe_plan.steps_per_keyframe(plan.count)
         progress = Progress(sum(units), unique_id)
         result = render_keyframes(render_one, plan.indices, first_keyframe_only=bool(first_keyframe_only),
-                                  base_key=base_key, inputs_of=plan.inputs_of(hints, flow, keyframe_plan),
+                                  base_key=base_key, inputs_of=plan.inputs_of(hints, flow, keyframe_plan, regions),
                                   steps_per_keyframe=units, progress=progress)
         if free_model_after:
             free_model_memory()
@@ -144,6 +159,18 @@ class RerenderKeyframeRenderer:
         logger.info("Rerender Keyframe Renderer: %s", summary)
         text = ", ".join(str(index) for index in result.indices)
         return {"ui": {"rerender_keyframes": [summary]}, "result": (result.images, text, rendered)}
+
+    @staticmethod
+    def _unchanged(plan: "RenderPlan", regions: "KeyframeMasks", first_keyframe_only: bool):
+        """An empty mask on every keyframe: the keyframes are the source frames; no model runs."""
+        indices = plan.indices[:plan.count]
+        warn_if_empty(torch.cat([regions.pick(index) for index in indices]))
+        images = torch.cat([plan.frame(index) for index in indices]).float()
+        rendered = Keyframes(indices, plan.frame_count, plan.selection.mode if not first_keyframe_only
+                             else "explicit", plan.selection.shot_starts if not first_keyframe_only else ())
+        text = ", ".join(str(index) for index in indices)
+        return {"ui": {"rerender_keyframes": [{"indices": list(indices), "empty_mask": True}]},
+                "result": (images, text, rendered)}
 
 
 # --------------------------------------------------------------------------- validation and plan
@@ -190,15 +217,19 @@ class RenderPlan:
         pass 1 plus pass 2 from the pixel-fusion window on."""
         return self.keyframe_plan(total).steps_per_keyframe(len(self.indices))
 
-    def inputs_of(self, hints: "KeyframeHints", flow: Any, keyframe_plan: KeyframePlan | None = None):
-        """``inputs_of(position)`` for the cache keys: the frame, its hints, and exactly the flow pairs the
-        render reads (:meth:`KeyframePlan.flow_pairs` of the keyframe, its anchor and previous keyframe)."""
+    def inputs_of(self, hints: "KeyframeHints", flow: Any, keyframe_plan: KeyframePlan | None = None,
+                  regions: "KeyframeMasks | None" = None):
+        """``inputs_of(position)`` for the cache keys: the frame, its hints, exactly the flow pairs the
+        render reads (:meth:`KeyframePlan.flow_pairs` of the keyframe, its anchor and previous keyframe),
+        and with a mask the keyframe's mask, ``mask_grow`` and ``feather`` (no mask: the keys are unchanged)."""
         keyframe_plan = keyframe_plan or self.keyframe_plan()
         indices = self.indices
 
         def parts(position: int) -> list:
             index = indices[position]
             found: list = [self.frame(index), hints.identity(index)]
+            if regions is not None:
+                found += regions.identity(index)
             if position > 0:
                 for source, key in keyframe_plan.flow_pairs(indices[0], indices[position - 1], index):
                     found += ["flow", source, *flow.between(source, key)]
@@ -209,14 +240,15 @@ class RenderPlan:
 
 def plan_render(frames: Any, keyframe_interval: int, keyframe_indices: str, keyframes: Keyframes | None,
                 first_keyframe_only: bool, steps: int, constraints: dict, flow: Any = None,
-                control_images: Any = None) -> RenderPlan:
+                control_images: Any = None, mask: Any = None) -> RenderPlan:
     """Validate everything that needs no model, in the order a user fixes it.
 
     Raises:
         InputError: frames that are not an IMAGE batch with sides multiple of 8; a bad keyframe
             selection (K ≥ the frame count, empty list, indices out of range or repeated, KEYFRAMES of
             another video); bad constraint settings; control_images of the wrong count or size; a
-            missing FLOW or missing keyframe pairs when shape- or pixel-aware fusion is on.
+            missing FLOW or missing keyframe pairs when shape- or pixel-aware fusion is on; a mask of
+            another size or count (:class:`KeyframeMasks`).
     """
     frames = check_image_batch(frames, "frames")
     check_latent_size(frames.shape[1], frames.shape[2], "frames")
@@ -226,6 +258,8 @@ def plan_render(frames: Any, keyframe_interval: int, keyframe_indices: str, keyf
     plan = RenderPlan(frames, selection, bool(first_keyframe_only), settings, steps, rows)
     if control_images is not None:
         _check_control_images(control_images, plan)
+    if mask is not None:
+        KeyframeMasks.check(mask, plan)
     check_flow(flow, plan.flow_pairs(), plan.frame_size, plan.frame_count)
     return plan
 
@@ -237,6 +271,52 @@ def _check_control_images(images: Any, plan: RenderPlan) -> None:
         raise input_error("control_images", f"one hint per frame ({plan.frame_count}) or per keyframe "
                           f"({len(plan.indices)}), or one for all", f"{images.shape[0]} images",
                           "connect core Canny (or another preprocessor) to the same frames as this node")
+
+
+# --------------------------------------------------------------------------- region masks per keyframe
+class KeyframeMasks:
+    """Each keyframe's region mask (issue 16): picked from a per-frame MASK batch, a per-keyframe batch (frames
+    holding just the keyframes), or one mask for every keyframe.
+
+    Args:
+        mask: MASK ``[N|M|1,H,W]`` float32 in [0,1].
+        plan: the run's :class:`RenderPlan`.
+        mask_grow, feather: pixels (:data:`common.masks.MASK_GROW`, :data:`common.masks.FEATHER`).
+
+    Raises:
+        InputError: a mask of another size than the frames, a batch that is neither 1, one per video
+            frame nor one per image of ``frames``, values outside [0, 1].
+    """
+
+    def __init__(self, mask: Any, plan: RenderPlan, mask_grow: int, feather: int) -> None:
+        self.mask = self.check(mask, plan)
+        self.plan, self.mask_grow, self.feather = plan, int(mask_grow), int(feather)
+
+    @staticmethod
+    def check(mask: Any, plan: RenderPlan) -> torch.Tensor:
+        rows = int(plan.frames.shape[0])
+        count = getattr(mask, "shape", (0,))[0] if getattr(mask, "ndim", 0) == 3 else 1
+        per = plan.frame_count if count == plan.frame_count else rows  # per video frame, else per image of frames
+        return check_mask(mask, per, *plan.frame_size, "mask")
+
+    def pick(self, index: int) -> torch.Tensor:
+        """Keyframe ``index``'s mask ``[1,H,W]``."""
+        if self.mask.shape[0] == 1:
+            return self.mask
+        row = int(index) if self.mask.shape[0] == self.plan.frame_count else self.plan.rows[int(index)]
+        return self.mask[row:row + 1]
+
+    def all_empty(self, indices: Sequence[int]) -> bool:
+        """True when no keyframe of ``indices`` has a pixel in its region."""
+        return not any(bool((self.pick(index) > 0.5).any()) for index in indices)
+
+    def render_options(self, index: int) -> dict:
+        """Keyword arguments of :func:`keyframe.render.render_keyframe` for keyframe ``index``."""
+        return {"mask": self.pick(index), "mask_grow": self.mask_grow, "feather": self.feather}
+
+    def identity(self, index: int) -> list:
+        """What keyframe ``index``'s render reads of the region, for its cache key."""
+        return ["mask", self.pick(index), self.mask_grow, self.feather]
 
 
 # --------------------------------------------------------------------------- ControlNet hints per keyframe

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..common.checks import check_image_batch
 from ..common.keyframes import Keyframes, from_indices, resolve
+from ..common.masks import FEATHER, MASK_GROW
 from ..common.settings import field_values
 from ..propagation.guides import GuideWeights
 from ..propagation.keyframe_files import load_keyframe_folder
@@ -13,7 +14,7 @@ from ..propagation.params import SynthesisParams
 from ..propagation.sequence import plan_chains, propagate_video
 from ..propagation.settings import KEYFRAME_FILE_INTERVAL, PROPAGATE
 from ._comfy import Progress, input_directory
-from ._widgets import widget, widgets
+from ._widgets import mask_inputs, widget, widgets
 from .keyframes import keyframe_choice_widgets
 
 
@@ -25,7 +26,9 @@ class RerenderEbSynthPropagate:
         "frames after the previous one (Rerender-A-Video §4.2), by guided patch synthesis (EbSynth) with "
         "colour, edge, positional and temporal guides that follow the optical flow. Outputs every frame's "
         "forward and backward candidates with their per-pixel errors for Rerender Temporal Blend, and a "
-        "preview. Finished keyframe chains are cached on disk, so a re-run or a resumed run reuses them.")
+        "preview. Finished keyframe chains are cached on disk, so a re-run or a resumed run reuses them. With a "
+        "MASK only the region is propagated (keyframe patches from outside it are never used inside) and "
+        "Temporal Blend composites it over the source frames.")
     CATEGORY = "Rerender/propagation"
     FUNCTION = "propagate"
     RETURN_TYPES = ("PROPAGATION", "IMAGE")
@@ -52,11 +55,13 @@ class RerenderEbSynthPropagate:
             "optional": {
                 "keyframes": ("KEYFRAMES", {"tooltip": "Keyframe indices (e.g. from Rerender Load Keyframes); "
                                                        "overrides keyframe_interval and keyframe_indices."}),
+                **mask_inputs(),
             },
         }
 
     def propagate(self, frames, stylized_keyframes, flow, keyframe_interval, keyframe_indices, direction,
-                  temporal_nnf_init, backend, keyframes: Keyframes | None = None, **settings):
+                  temporal_nnf_init, backend, keyframes: Keyframes | None = None, mask=None,
+                  mask_grow: int = MASK_GROW.default, feather: int = FEATHER.default, **settings):
         """``settings``: the synthesis and guide-weight widgets (``patch_size`` … ``temporal_weight``)."""
         frames = check_image_batch(frames, "frames")
         stylized_keyframes = check_image_batch(stylized_keyframes, "stylized_keyframes")
@@ -65,7 +70,8 @@ class RerenderEbSynthPropagate:
         weights = GuideWeights(**field_values(GuideWeights, settings))
         frame_total = sum(len(targets) for _, _, targets in plan_chains(selected, direction))
         propagation = propagate_video(frames, stylized_keyframes, selected, flow, params, weights, direction,
-                                      bool(temporal_nnf_init), backend, progress=Progress(frame_total))
+                                      bool(temporal_nnf_init), backend, progress=Progress(frame_total), mask=mask,
+                                      mask_grow=mask_grow, feather=feather)
         return (propagation, propagation.preview())
 
 

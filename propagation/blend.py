@@ -32,9 +32,10 @@ a per-pixel NNF error ``E_f``, ``E_b``. Per frame:
 5. **Optional screened Poisson** (ALGORITHM.md §17.5, :mod:`propagation.poisson`, off by default as in the
    paper): the result's gradients follow the selected candidate's, the values the histogram blend.
 
-Keyframes are output exactly as given (the stylized keyframe tensor values). Frames with a candidate
-from one direction only (before the first keyframe, after the last, or when propagation ran in one
-direction) output that candidate unchanged.
+Keyframes are output exactly as given (the stylized keyframe tensor values), unless a region (mask) is
+given: then every frame, keyframes included, is composited over the source frame (:func:`composite_region`).
+Frames with a candidate from one direction only (before the first keyframe, after the last, or when
+propagation ran in one direction) output that candidate unchanged.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 
 from ..common.errors import input_error
+from ..common.masks import composite
 from ..common.memory import check_allocation
 from ..flow.warp import warp
 from .poisson import GRADIENT_WEIGHTS, poisson_blend
@@ -193,8 +195,13 @@ def blend_frame(forward: np.ndarray, backward: np.ndarray, selection: np.ndarray
 
 def blend_video(propagation: Propagation, histogram: bool = True, poisson: bool = False,
                 poisson_weights: tuple[float, float, float] = GRADIENT_WEIGHTS,
-                progress: Callable[..., None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                progress: Callable[..., None] | None = None, region=None,
+                source_frames: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend every frame of a PROPAGATION into the output video (module doc, Rerender §4.2.1).
+
+    With a region (``region``, else the PROPAGATION's own from a masked EbSynth Propagate) every frame,
+    keyframes included, is composited over the source frames with the region's weight
+    (:func:`composite_region`): outside the grown mask + feather the output is the source, bit for bit.
 
     Args:
         propagation: forward/backward candidates and errors (:class:`~propagation.result.Propagation`).
@@ -202,14 +209,26 @@ def blend_video(propagation: Propagation, histogram: bool = True, poisson: bool 
         poisson: screened Poisson gradient fusion (off by default, as in the paper).
         poisson_weights: gradient weights λ for (L, a, b).
         progress: optional ``progress(done_frames, preview [H,W,3])`` callback.
+        region: optional :class:`~propagation.region.Region` (``alpha(index)`` → ``[H,W]`` weight); ``None``:
+            ``propagation.region``.
+        source_frames: IMAGE ``[N,H,W,3]`` the region composites over; ``None``: ``propagation.source_frames``.
 
     Returns:
-        ``(frames, selection)``: IMAGE ``[N,H,W,3]`` float32 in [0, 1] with the keyframes bit-exact,
-        and MASK ``[N,H,W]`` float32, 1 where the backward candidate was selected (0 on keyframes).
+        ``(frames, selection)``: IMAGE ``[N,H,W,3]`` float32 in [0, 1] with the keyframes bit-exact (without a
+        region), and MASK ``[N,H,W]`` float32, 1 where the backward candidate was selected (0 on keyframes).
 
     Raises:
-        InputError: the output would not fit in memory, or a consecutive flow pair is missing.
+        InputError: the output would not fit in memory, a consecutive flow pair is missing, or a region
+            without source frames of the video's size (naming ``frames``).
     """
+    region = propagation.region if region is None else region
+    source_frames = propagation.source_frames if source_frames is None else source_frames
+    if region is not None:
+        if not isinstance(source_frames, torch.Tensor) or tuple(source_frames.shape[:3]) != (
+                propagation.frame_count, *propagation.frame_size):
+            raise input_error("frames", f"the {propagation.frame_count} source frames of the propagated video "
+                              "to composite the region over", "none" if source_frames is None
+                              else list(source_frames.shape), "connect the frames given to EbSynth Propagate")
     count = propagation.frame_count
     height, width = propagation.frame_size
     check_allocation(height * width * 4 * 4, count, "blended frames", "frames",
@@ -218,6 +237,8 @@ def blend_video(propagation: Propagation, histogram: bool = True, poisson: bool 
     selections = torch.zeros((count, height, width), dtype=torch.float32)
     for position, key in enumerate(propagation.keyframes.indices):
         frames[key] = propagation.keyframe_images[position]
+        if region is not None:
+            frames[key] = composite_region(frames[key], source_frames[key], region.alpha(key))
     done = len(propagation.keyframes.indices)
 
     for previous_key, next_key, segment in propagation.keyframes.segments():
@@ -225,11 +246,26 @@ def blend_video(propagation: Propagation, histogram: bool = True, poisson: bool 
                                 poisson_weights)
         for frame, (result, selection) in zip(segment, blended):
             frames[frame] = torch.from_numpy(result)
+            if region is not None:
+                frames[frame] = composite_region(frames[frame], source_frames[frame], region.alpha(frame))
             selections[frame] = torch.from_numpy(selection.astype(np.float32))
             done += 1
             if progress is not None:
                 progress(done, frames[frame])
     return frames, selections
+
+
+def composite_region(stylized: torch.Tensor, source: torch.Tensor, alpha: np.ndarray) -> torch.Tensor:
+    """One frame: the stylized frame ``[H,W,3]`` over the source frame ``[H,W,3]`` (float32 in [0, 1]) with the
+    region's weight ``[H,W]`` (:func:`common.masks.composite`); the source, bit for bit, where the weight is 0.
+
+    Example:
+        >>> alpha = np.array([[1.0, 0.0]], np.float32)
+        >>> composite_region(torch.ones(1, 2, 3), torch.zeros(1, 2, 3), alpha)[..., 0].tolist()
+        [[1.0, 0.0]]
+    """
+    source = source.to(torch.float32)
+    return composite(stylized.to(torch.float32)[None], source[None], torch.from_numpy(np.asarray(alpha))[None])[0]
 
 
 class Candidates(Protocol):

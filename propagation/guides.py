@@ -53,6 +53,14 @@ LAPLACIAN_4 = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], dtype=np.float32)
 #: Telea inpainting radius in pixels for occluded pixels of the advected guides (see module docstring).
 INPAINT_RADIUS = 5
 
+#: Weight of the region guide of a masked propagation (ALGORITHM.md §19): one channel, the grown region
+#: (1 inside, 0 outside) on the keyframe → on the target frame. One pixel whose region value differs
+#: costs ``50·255²``, five times the most that all of Rerender's other guides and the style channels
+#: together (total weight 10) can cost at one pixel, so a target pixel inside the region is not matched
+#: to a keyframe patch whose pixels lie outside it, and the region's edge in the output follows the
+#: region's edge in the target frame instead of smearing.
+MASK_GUIDE_WEIGHT = 50.0
+
 
 @dataclass(frozen=True)
 class GuideWeights:
@@ -213,6 +221,21 @@ def advect_nnf(nnf: np.ndarray, flow: torch.Tensor, source_size: tuple[int, int]
     np.clip(warped[..., 0], 0, width - 1, out=warped[..., 0])
     np.clip(warped[..., 1], 0, height - 1, out=warped[..., 1])
     return warped.astype(np.int32)
+
+
+def region_guide(alpha: np.ndarray) -> np.ndarray:
+    """The region guide image of one frame: ``[H,W,1]`` float32, 1 inside the grown region, else 0.
+
+    Args:
+        alpha: ``[H,W]`` float32 compositing weight from :func:`common.masks.region_alpha`: exactly 1 inside
+            the grown mask, falling to 0 over the feather. The feather band counts as outside, so its
+            content is matched to the keyframe's surroundings like the rest of the outside.
+
+    Example:
+        >>> region_guide(np.array([[1.0, 0.5, 0.0]], np.float32))[..., 0].tolist()
+        [[1.0, 0.0, 0.0]]
+    """
+    return (np.asarray(alpha) >= 1.0).astype(np.float32)[..., None]
 
 
 def identity_nnf(height: int, width: int) -> np.ndarray:

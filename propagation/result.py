@@ -68,6 +68,9 @@ class Propagation:
         direction: ``"both"``, ``"forward"`` or ``"backward"`` (what was asked for).
         settings: synthesis parameters and guide weights used (for display and cache keys).
         stats: frames computed / reused from the cache and synthesis seconds.
+        region: the restyled region of a masked run (:class:`~propagation.region.Region`), else ``None``;
+            Temporal Blend composites the result over ``source_frames`` with it.
+        source_frames: IMAGE ``[N,H,W,3]``, the original frames of a masked run (``None`` otherwise).
     """
 
     keyframes: Keyframes
@@ -77,6 +80,8 @@ class Propagation:
     direction: str = "both"
     settings: dict = field(default_factory=dict)
     stats: dict = field(default_factory=dict)
+    region: object = None
+    source_frames: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self._index: dict[tuple[int, str], tuple[int, int]] = {}

@@ -38,11 +38,13 @@ from ..common import cache
 from ..common.checks import check_image_batch, check_same_size
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes
+from ..common.masks import FEATHER, MASK_GROW
 from ..flow.types import FlowPairs
 from .backends.select import choose_backend
-from .guides import (INPAINT_RADIUS, GuideWeights, advect_nnf, coordinate_grid, edge_image, identity_nnf,
-                     warp_into)
+from .guides import (INPAINT_RADIUS, MASK_GUIDE_WEIGHT, GuideWeights, advect_nnf, coordinate_grid, edge_image,
+                     identity_nnf, region_guide, warp_into)
 from .params import SynthesisParams
+from .region import Region
 from .result import BACKWARD, FORWARD, Chain, Propagation
 from .synthesis import Guide, synthesize
 
@@ -88,11 +90,55 @@ def _torch(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
+def _view(array: np.ndarray) -> torch.Tensor:
+    """A float32 array (a box of a frame: strided) as a tensor without copying it (synthesize packs its inputs)."""
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
+
+
+#: Pixels around a region's support (compositing weight > 0) that a masked synthesis also covers, on the
+#: target frame and on the keyframe (ALGORITHM.md §19): room for whole patches and for the motion of the edge.
+REGION_MARGIN = 24
+
+
+def region_box(alpha: np.ndarray, margin: int, minimum: int) -> tuple[slice, slice] | None:
+    """Bounding box of ``alpha > 0`` widened by ``margin`` pixels (clipped to the frame), at least ``minimum``
+    pixels per side where the frame allows; ``None`` when ``alpha`` is 0 everywhere.
+
+    Args:
+        alpha: ``[H,W]`` float32 compositing weight (:func:`common.masks.region_alpha`).
+
+    Returns:
+        ``(rows, columns)`` slices.
+
+    Example:
+        >>> alpha = np.zeros((40, 60), np.float32); alpha[10:12, 30:31] = 1
+        >>> region_box(alpha, 2, 11)
+        (slice(5, 16, None), slice(25, 36, None))
+    """
+    rows = np.flatnonzero(np.asarray(alpha).max(axis=1) > 0)
+    if rows.size == 0:
+        return None
+    columns = np.flatnonzero(np.asarray(alpha).max(axis=0) > 0)
+    height, width = alpha.shape
+
+    def span(first: int, last: int, size: int) -> slice:
+        start, stop = max(first - margin, 0), min(last + 1 + margin, size)
+        short = minimum - (stop - start)
+        if short > 0:
+            start = max(start - (short + 1) // 2, 0)
+            stop = min(start + minimum, size)
+            start = max(stop - minimum, 0)
+        return slice(start, stop)
+
+    return span(int(rows[0]), int(rows[-1]), height), span(int(columns[0]), int(columns[-1]), width)
+
+
 def iter_chain(frame: Callable[[int], np.ndarray], style: torch.Tensor | np.ndarray, key: int,
                targets: Sequence[int], between: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
                params: SynthesisParams = SynthesisParams(), weights: GuideWeights = GuideWeights(),
                temporal_nnf_init: bool = True, backend: str = "auto",
-               inpaint_radius: int = INPAINT_RADIUS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+               inpaint_radius: int = INPAINT_RADIUS,
+               region: Callable[[int], np.ndarray] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Propagate one stylized keyframe along a chain of frames, one frame at a time (a generator).
 
     The frames and flows are asked for as the chain advances, so a caller can stream them (the
@@ -109,6 +155,13 @@ def iter_chain(frame: Callable[[int], np.ndarray], style: torch.Tensor | np.ndar
         between: ``between(previous, target)`` → ``(flow [H,W,2], occlusion [H,W])`` as
             :meth:`FlowPairs.between` gives them.
         params, weights, temporal_nnf_init, backend, inpaint_radius: as :func:`propagate_chain`.
+        region: optional ``region(index)`` → ``[H,W]`` float32 compositing weight of that frame
+            (:func:`common.masks.region_alpha`), called for ``key`` then each target. A masked chain adds the
+            region guide (:func:`~propagation.guides.region_guide`, weight
+            :data:`~propagation.guides.MASK_GUIDE_WEIGHT`) and synthesizes only the box around the target's
+            region (:func:`region_box`, :data:`REGION_MARGIN`) from the box around the keyframe's region;
+            outside the box the candidate is the previous one carried by the flow, with error 0, and a frame
+            whose weight is 0 everywhere is not synthesized at all (ALGORITHM.md §19).
 
     Yields:
         Per target, ``(image [H,W,3] float32, error [H,W] float32)``: the stylized candidate and its NNF
@@ -123,34 +176,62 @@ def iter_chain(frame: Callable[[int], np.ndarray], style: torch.Tensor | np.ndar
     edge_key = edge_image(key_frame) if weights.edge > 0 else None
     grid = coordinate_grid(height, width)
     position, previous_output, previous_nnf, previous = grid, style_array, identity_nnf(height, width), key
+    margin, minimum = max(REGION_MARGIN, 2 * params.patch_size), 2 * params.patch_size + 1
+    full = (slice(0, height), slice(0, width))
+    if region is not None:
+        key_alpha = np.asarray(region(key), dtype=np.float32)
+        key_guide = region_guide(key_alpha)
+        source_box = region_box(key_alpha, margin, minimum) or full
     for target in targets:
         step_flow, occlusion = between(previous, target)
         target_frame = frame(target)
-        guides = []
+        pairs = []
         if weights.colour > 0:
-            guides.append(Guide(_torch(key_frame), _torch(target_frame), weights.colour))
+            pairs.append((key_frame, target_frame, weights.colour))
         if weights.edge > 0:
-            guides.append(Guide(_torch(edge_key), _torch(edge_image(target_frame)), weights.edge))
+            pairs.append((edge_key, edge_image(target_frame), weights.edge))
         if weights.positional > 0:
             position = warp_into(position, step_flow, occlusion, inpaint_radius)
-            guides.append(Guide(_torch(grid), _torch(position), weights.positional))
-        if weights.temporal > 0:
+            pairs.append((grid, position, weights.positional))
+        warped_output = None
+        if weights.temporal > 0 or region is not None:
             warped_output = warp_into(previous_output, step_flow, occlusion, inpaint_radius)
-            guides.append(Guide(_torch(style_array), _torch(warped_output), weights.temporal))
-        initial = None
-        if temporal_nnf_init:
-            initial = torch.from_numpy(advect_nnf(previous_nnf, step_flow, (height, width)))
-        result = synthesize(_torch(style_array), guides, params, initial_nnf=initial, backend=backend)
-        previous_output = _numpy(result.image)
-        previous_nnf = result.nnf.detach().cpu().numpy()
+        if weights.temporal > 0:
+            pairs.append((style_array, warped_output, weights.temporal))
+        advected = advect_nnf(previous_nnf, step_flow, (height, width)) if temporal_nnf_init or region else None
+        if region is None:
+            guides = [Guide(_torch(source), _torch(target_image), weight) for source, target_image, weight in pairs]
+            initial = torch.from_numpy(advected) if temporal_nnf_init else None
+            result = synthesize(_torch(style_array), guides, params, initial_nnf=initial, backend=backend)
+            previous_output = _numpy(result.image)
+            previous_nnf = result.nnf.detach().cpu().numpy()
+            error = _numpy(result.error)
+        else:
+            alpha = np.asarray(region(target), dtype=np.float32)
+            pairs.append((key_guide, region_guide(alpha), MASK_GUIDE_WEIGHT))
+            previous_output = warped_output   # a new array per frame (warp_into); the box is pasted into it
+            previous_nnf = advected
+            error = np.zeros((height, width), np.float32)
+            box = region_box(alpha, margin, minimum)
+            if box is not None:
+                origin = np.array([source_box[1].start, source_box[0].start], np.int32)
+                guides = [Guide(_view(source[source_box]), _view(target_image[box]), weight)
+                          for source, target_image, weight in pairs]
+                initial = torch.from_numpy(advected[box] - origin) if temporal_nnf_init else None
+                result = synthesize(_view(style_array[source_box]), guides, params, initial_nnf=initial,
+                                    backend=backend)
+                previous_output[box] = _numpy(result.image)
+                error[box] = _numpy(result.error)
+                previous_nnf[box] = result.nnf.detach().cpu().numpy() + origin
         previous = target
-        yield previous_output, _numpy(result.error)
+        yield previous_output, error
 
 
 def propagate_chain(frames: torch.Tensor, style: torch.Tensor, key: int, targets: Sequence[int], flow: FlowPairs,
                     params: SynthesisParams = SynthesisParams(), weights: GuideWeights = GuideWeights(),
                     temporal_nnf_init: bool = True, backend: str = "auto", inpaint_radius: int = INPAINT_RADIUS,
-                    on_frame: Callable[[int, torch.Tensor], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    on_frame: Callable[[int, torch.Tensor], None] | None = None,
+                    region: Callable[[int], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Propagate one stylized keyframe along a chain of frames.
 
     Args:
@@ -166,6 +247,7 @@ def propagate_chain(frames: torch.Tensor, style: torch.Tensor, key: int, targets
         backend: synthesis backend (``"auto"``, ``"cpu"``, ``"cuda"``).
         inpaint_radius: Telea radius (pixels) for occluded pixels of the advected guides.
         on_frame: called as ``on_frame(row, image [H,W,3])`` after each frame.
+        region: optional ``region(index)`` → ``[H,W]`` compositing weight (masked propagation, :func:`iter_chain`).
 
     Returns:
         ``(images, errors)``: ``[n,H,W,3]`` float16 candidates and ``[n,H,W]`` float32 NNF errors.
@@ -177,7 +259,7 @@ def propagate_chain(frames: torch.Tensor, style: torch.Tensor, key: int, targets
     images = np.empty((len(targets), height, width, 3), dtype=np.float16)
     errors = np.empty((len(targets), height, width), dtype=np.float32)
     chain = iter_chain(lambda index: _numpy(frames[index]), style, key, targets, flow.between, params, weights,
-                       temporal_nnf_init, backend, inpaint_radius)
+                       temporal_nnf_init, backend, inpaint_radius, region)
     for row, (image, error) in enumerate(chain):
         images[row] = image
         errors[row] = error
@@ -187,13 +269,16 @@ def propagate_chain(frames: torch.Tensor, style: torch.Tensor, key: int, targets
 
 
 def chain_key(frames: torch.Tensor, style: torch.Tensor, key: int, targets: Sequence[int], flow: FlowPairs,
-              params: SynthesisParams, weights: GuideWeights, temporal_nnf_init: bool, inpaint_radius: int) -> str:
-    """Content key of one chain: everything its result depends on (the backend excepted)."""
+              params: SynthesisParams, weights: GuideWeights, temporal_nnf_init: bool, inpaint_radius: int,
+              region: Region | None = None) -> str:
+    """Content key of one chain: everything its result depends on (the backend excepted; with a region, its
+    masks on the chain's frames and the grow/feather settings)."""
     chain = [key, *targets]
     flows = [flow.between(source, target) for source, target in zip(chain[:-1], chain[1:])]
+    parts = [] if region is None else ["region", region.key_parts(chain)]
     return cache.content_key("propagation-chain", CACHE_VERSION, style, frames[key], frames[list(targets)],
                              list(targets), flows, asdict(params), weights.as_dict(), bool(temporal_nnf_init),
-                             int(inpaint_radius))
+                             int(inpaint_radius), *parts)
 
 
 def check_keyframes(keyframes: Keyframes, image_count: int, frame_count: int) -> None:
@@ -254,7 +339,8 @@ def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyfram
                     params: SynthesisParams = SynthesisParams(), weights: GuideWeights = GuideWeights(),
                     direction: str = "both", temporal_nnf_init: bool = True, backend: str = "auto",
                     inpaint_radius: int = INPAINT_RADIUS, ram_limit_bytes: int = DEFAULT_RAM_LIMIT,
-                    progress: Callable[..., None] | None = None) -> Propagation:
+                    progress: Callable[..., None] | None = None, mask: object = None,
+                    mask_grow: int = MASK_GROW.default, feather: int = FEATHER.default) -> Propagation:
     """Propagate every stylized keyframe forward and backward (module docstring; Rerender §4.2).
 
     Args:
@@ -270,6 +356,12 @@ def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyfram
         inpaint_radius: Telea radius (pixels) for the occluded pixels of the advected guides.
         ram_limit_bytes: candidates + errors above this size are memory-mapped from the cache.
         progress: optional ``progress(done_frames, preview [H,W,3])``; also the interruption point.
+        mask: optional MASK ``[N,H,W]`` or ``[1,H,W]`` float32 in [0, 1] (1 = restyle): only the region is
+            propagated (ALGORITHM.md §19) and the PROPAGATION carries it, so Temporal Blend composites the
+            result over the source frames. One mask on a multi-frame clip is carried through the clip by the
+            optical flow (:func:`flow.mask_carry.iter_carried_masks_flow`, with the occlusion masks).
+        mask_grow, feather: pixels the mask is widened by, and of the soft edge outside it
+            (:data:`common.masks.MASK_SETTINGS`).
 
     Returns:
         The PROPAGATION object (:class:`~propagation.result.Propagation`).
@@ -277,9 +369,12 @@ def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyfram
     Raises:
         InputError: keyframes of another size than the frames, a keyframe count that differs from the
             index count, keyframes or a FLOW of another video, missing consecutive flow pairs, invalid
-            synthesis parameters, an unknown direction, all guide weights 0, too little cache disk space.
+            synthesis parameters, an unknown direction, all guide weights 0, too little cache disk space; a
+            ``mask`` of another size, a batch neither 1 nor N long, values outside [0, 1] (an all-zero mask
+            warns: the output is the source).
     """
     _check_inputs(frames, keyframe_images, keyframes, flow, params, weights)
+    region = None if mask is None else Region.for_video(mask, *frames.shape[:3], mask_grow, feather, flow)
     choice = choose_backend(backend)  # once: raises early for an unusable "cuda", logs which backend runs
     backend = choice.name
     chains_planned = plan_chains(keyframes, direction)
@@ -289,7 +384,7 @@ def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyfram
     memory_map = total * height * width * (3 * 2 + 4) > ram_limit_bytes
     styles = {key: keyframe_images[position] for position, key in enumerate(keyframes.indices)}
     entry_keys = [chain_key(frames, styles[key], key, targets, flow, params, weights, temporal_nnf_init,
-                            inpaint_radius) for key, _, targets in chains_planned]
+                            inpaint_radius, region) for key, _, targets in chains_planned]
     missing = sum(len(targets) for (_, _, targets), entry_key in zip(chains_planned, entry_keys)
                   if cache.lookup(CACHE_NAMESPACE, entry_key) is None)
     _check_disk(missing, height, width)
@@ -305,7 +400,8 @@ def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyfram
 
             started = time.perf_counter()
             images, errors = propagate_chain(frames, styles[key], key, targets, flow, params, weights,
-                                             temporal_nnf_init, backend, inpaint_radius, on_frame)
+                                             temporal_nnf_init, backend, inpaint_radius, on_frame,
+                                             None if region is None else region.alpha)
             elapsed = time.perf_counter() - started
             seconds += elapsed
             computed += len(targets)
@@ -326,9 +422,12 @@ def propagate_video(frames: torch.Tensor, keyframe_images: torch.Tensor, keyfram
 
     settings = {"params": asdict(params), "weights": weights.as_dict(), "temporal_nnf_init": temporal_nnf_init,
                 "inpaint_radius": inpaint_radius, "backend": str(choice)}
+    if region is not None:
+        settings.update(mask_grow=region.mask_grow, feather=region.feather)
     stats = {"backend": str(choice), "frames_computed": computed, "frames_cached": total - computed, "seconds": seconds,
              "seconds_per_frame": seconds / computed if computed else 0.0}
-    return Propagation(keyframes, keyframe_images.detach().to("cpu"), flow, chains, direction, settings, stats)
+    return Propagation(keyframes, keyframe_images.detach().to("cpu"), flow, chains, direction, settings, stats,
+                       region, None if region is None else frames)
 
 
 def _load(entry, memory_map: bool) -> tuple[np.ndarray, np.ndarray]:

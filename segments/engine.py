@@ -15,6 +15,10 @@ interval and the frame size, not by the video's length:
    order into :func:`videoio.writer.save_video` as a stream, at the loaded frame rate with the source's
    audio for the loaded span; the file appears at its path only when complete.
 
+**Masks** (issue 16, ``mask=``): per-frame masks are read per segment (:mod:`segments.masks`), each segment's
+frames and the keyframes are composited over the source frames before the uint8 conversion, and the store key
+includes the masks' content and ``mask_grow``/``feather``.
+
 **Resume**: a segment is stored as soon as its last frame is computed. An interrupted run (Ctrl-C,
 kill -9, Cancel, an error) loses only the segment that was running; the next run with the same inputs
 reads the stored ones and writes the same file.
@@ -34,12 +38,16 @@ import torch
 from ..common.cache import check_free_space
 from ..common.errors import input_error
 from ..common.keyframes import Keyframes
+from ..common.masks import FEATHER, MASK_GROW
+from ..propagation.blend import composite_region
+from ..propagation.region import MaskFiles, Region
 from ..propagation.sequence import check_keyframes
-from ..videoio.frame_index import FrameIndex, index_video
+from ..videoio.frame_index import FrameIndex, index_video, read_frames
 from ..videoio.reader import to_float
 from ..videoio.writer import _check_settings, check_output_path, save_video, to_uint8
 from .executors import Executor, get_executor
 from .job import STREAM_CHUNK, SegmentJob, SegmentSettings, run_segment
+from .masks import mask_files, mask_image_file
 from .memory import FLOW_BYTES, check_memory
 from .plan import SegmentPlan, output_order, plan_segments
 from .store import BYTES_PER_PIXEL, SegmentStore, segment_key
@@ -82,6 +90,9 @@ class VideoRun:
         executor: where segments run.
         max_in_flight: segments an executor may run ahead of the writer.
         chunk: frames per step of streamed segments.
+        region: per-frame masks (:class:`~propagation.region.MaskFiles`, or a MASK batch held as a
+            :class:`~propagation.region.Region`) of a masked run, else ``None``: every
+            output frame, keyframes included, is the stylized frame composited over the source frame.
     """
 
     index: FrameIndex
@@ -98,6 +109,7 @@ class VideoRun:
     executor: str | Executor = "local"
     max_in_flight: int = 2
     chunk: int = STREAM_CHUNK
+    region: MaskFiles | Region | None = None
 
     def stored(self) -> list[bool]:
         """Per segment, whether the store already holds it."""
@@ -115,7 +127,17 @@ class VideoRun:
     def job(self, plan: SegmentPlan) -> SegmentJob:
         """The job of one segment (reads its keyframe images)."""
         styles = {chain.key: _style(self.keyframe_images, chain.keyframe_position) for chain in plan.chains}
-        return SegmentJob(self.index, plan, styles, self.settings, chunk=self.chunk)
+        region = None if self.region is None else self.region.segment(plan.start, plan.stop)
+        return SegmentJob(self.index, plan, styles, self.settings, chunk=self.chunk, region=region)
+
+    def keyframe(self, position: int) -> np.ndarray:
+        """Keyframe ``position`` as written: uint8 ``[H,W,3]``; with a region, over the source frame."""
+        image = torch.from_numpy(_style(self.keyframe_images, position))
+        if self.region is not None:
+            key = self.keyframes.indices[position]
+            source = torch.from_numpy(to_float(read_frames(self.index, [key])[0]))
+            image = composite_region(image, source, self.region.alpha(key))
+        return to_uint8(image).numpy()
 
     def write(self, progress: Callable[..., None] | None = None) -> Path:
         """Compute the missing segments and write the video (module docstring, steps 3–4).
@@ -159,7 +181,7 @@ class VideoRun:
         def frames() -> Iterator[np.ndarray]:
             for kind, number in output_order(self.keyframes, self.plans):
                 if kind == "keyframe":
-                    items = [to_uint8(torch.from_numpy(_style(self.keyframe_images, number))).numpy()]
+                    items = [self.keyframe(number)]
                 elif number in pending:
                     plan = self.plans[number]
                     items = next(results)
@@ -202,11 +224,28 @@ def _check_disk(run: VideoRun) -> None:
                      f"{missing} frames at {width}x{height}")
 
 
+def _region(mask, index: FrameIndex, mask_grow: int, feather: int,
+            settings: SegmentSettings) -> MaskFiles | Region | None:
+    """The run's region from a path (:func:`segments.masks.mask_files`), a MASK tensor (one per frame: held as
+    given; one for several frames: saved and carried by the flow like a single mask image) or as given."""
+    if mask is None or isinstance(mask, (MaskFiles, Region)):
+        return mask
+    carry = dict(flow=settings.flow, alpha=settings.occlusion_alpha, beta=settings.occlusion_beta)
+    if isinstance(mask, (str, os.PathLike)):
+        return mask_files(mask, index, mask_grow, feather, **carry)
+    count, (height, width) = index.frame_count, index.frame_size
+    region = Region.from_mask(mask, count, height, width, mask_grow, feather)
+    if region.masks.shape[0] == 1 and count > 1 and bool((region.masks > 0).any()):
+        return mask_files(mask_image_file(region.masks[0]), index, mask_grow, feather, **carry)
+    return region
+
+
 def prepare_video(source: FrameIndex | str | os.PathLike, keyframe_images, keyframes: Keyframes,
                   output_path: str | os.PathLike, settings: SegmentSettings = SegmentSettings(), crf: int = 19,
                   preset: str = "medium", metadata: Mapping[str, object] | None = None,
                   executor: str | Executor = "local", max_in_flight: int | None = None,
-                  chunk: int = STREAM_CHUNK) -> VideoRun:
+                  chunk: int = STREAM_CHUNK, mask: str | os.PathLike | MaskFiles | None = None,
+                  mask_grow: int = MASK_GROW.default, feather: int = FEATHER.default) -> VideoRun:
     """Check everything and plan the run (module docstring, steps 1–2); nothing long runs here.
 
     Args: as :func:`propagate_to_video`.
@@ -240,11 +279,13 @@ def prepare_video(source: FrameIndex | str | os.PathLike, keyframe_images, keyfr
     for position in range(len(keyframes.indices)):
         if position not in used:
             _checked_style(keyframe_images, position, keyframes, size)
-    run = VideoRun(index, keyframes, keyframe_images, output, settings, plans, [], peak, crf, preset, metadata,
-                   executor, max_in_flight, chunk)
     for plan in plans:
         for chain in plan.chains:
             _checked_style(keyframe_images, chain.keyframe_position, keyframes, size)
+    region = _region(mask, index, mask_grow, feather, settings)
+    run = VideoRun(index, keyframes, keyframe_images, output, settings, plans, [], peak, crf, preset, metadata,
+                   executor, max_in_flight, chunk, region)
+    for plan in plans:
         run.keys.append(segment_key(run.job(plan)))
     _check_disk(run)
     return run
@@ -254,7 +295,9 @@ def propagate_to_video(source: FrameIndex | str | os.PathLike, keyframe_images, 
                        output_path: str | os.PathLike, settings: SegmentSettings = SegmentSettings(),
                        crf: int = 19, preset: str = "medium", metadata: Mapping[str, object] | None = None,
                        executor: str | Executor = "local", progress: Callable[..., None] | None = None,
-                       max_in_flight: int | None = None, chunk: int = STREAM_CHUNK) -> Path:
+                       max_in_flight: int | None = None, chunk: int = STREAM_CHUNK,
+                       mask: str | os.PathLike | MaskFiles | None = None, mask_grow: int = MASK_GROW.default,
+                       feather: int = FEATHER.default) -> Path:
     """Propagate stylized keyframes through a video file and write the result, segment by segment.
 
     The frames of the written video equal those of Load Video → Estimate Flow (consecutive) → EbSynth
@@ -276,12 +319,20 @@ def propagate_to_video(source: FrameIndex | str | os.PathLike, keyframe_images, 
         max_in_flight: segments an executor may run ahead of the writer (the local one runs one); ``None``:
             the executor's suggestion (Ray: its task slots + 1), else 2.
         chunk: frames per step of streamed segments.
+        mask: optional region to restyle (issue 16): a folder of per-frame mask images named by frame index,
+            one image (the first frame's mask, carried by the optical flow), a MASK ``[N,H,W]`` or ``[1,H,W]``
+            (carried likewise), or :class:`~propagation.region.MaskFiles`; see :mod:`segments.masks`. Outside
+            the mask grown by
+            ``mask_grow`` pixels plus ``feather`` pixels the written frames are the source frames (before
+            encoding).
+        mask_grow, feather: pixels (:data:`common.masks.MASK_SETTINGS`).
 
     Returns:
         The output path, complete.
 
     Raises:
-        InputError: before any work: an output location that cannot be written or is the source; invalid
+        InputError: before any work: a mask folder missing frames, a mask of another size (an all-zero
+            mask warns); an output location that cannot be written or is the source; invalid
             crf/preset/executor/settings; KEYFRAMES of another frame count or with another number of images;
             keyframe images of another size; frames no keyframe reaches; a segment too large for the memory
             (the message names the frames and the settings to change); too little cache disk. While running:
@@ -295,5 +346,5 @@ def propagate_to_video(source: FrameIndex | str | os.PathLike, keyframe_images, 
         PosixPath('out.mp4')
     """
     run = prepare_video(source, keyframe_images, keyframes, output_path, settings, crf, preset, metadata, executor,
-                        max_in_flight, chunk)
+                        max_in_flight, chunk, mask, mask_grow, feather)
     return run.write(progress)

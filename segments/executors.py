@@ -19,12 +19,14 @@ its frames, with ``progress`` passed through as the interruption point. The Ray 
 ``progress()`` while it waits, so Ctrl-C and Cancel interrupt it too.
 
 Which executor runs is chosen by the settings :data:`EXECUTOR_SETTINGS` (declared once: the ``propagate``
-command's options are generated from them) through :func:`make_executor`.
+command's options and the Propagate to Video node's widgets are generated from them) through
+:func:`make_executor`; :func:`open_executor` builds it from such option / widget values and closes it after.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator, Protocol
+import contextlib
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import numpy as np
 
@@ -90,6 +92,33 @@ def make_executor(executor: str = EXECUTOR.default, ray_address: str = RAY_ADDRE
 
         return RayExecutor(ray_address, cpus_per_task, gpus_per_task, ray_source)
     return get_executor(executor)
+
+
+@contextlib.contextmanager
+def open_executor(values: Mapping[str, Any]) -> Iterator[Executor]:
+    """The executor that the values of :data:`EXECUTOR_SETTINGS` choose (:func:`make_executor`; a setting
+    missing from ``values`` keeps its default, so no value means the local executor), closed when the block
+    ends, however it ends (a Ray executor cancels its outstanding tasks and shuts down a Ray it started).
+
+    Args:
+        values: option / widget values by setting name (other names are ignored).
+
+    Raises:
+        InputError: as :func:`make_executor`, before the block runs.
+
+    Example:
+        >>> with open_executor({"executor": "local", "patch_size": 5}) as executor:
+        ...     executor.name
+        'local'
+    """
+    executor = make_executor(**{setting.name: values.get(setting.name, setting.default)
+                                for setting in EXECUTOR_SETTINGS})
+    try:
+        yield executor
+    finally:
+        close = getattr(executor, "close", None)
+        if close is not None:
+            close()
 
 
 class LocalExecutor:

@@ -32,10 +32,11 @@ from ..flow.occlusion import ALPHA, BETA, check_thresholds
 from ..flow.pairs import consecutive_pairs
 from ..flow.types import FlowPairs
 from ..propagation.backends.select import get_backend
-from ..propagation.blend import blend_segment
+from ..propagation.blend import blend_segment, composite_region
 from ..propagation.guides import INPAINT_RADIUS, GuideWeights
 from ..propagation.params import SynthesisParams
 from ..propagation.poisson import GRADIENT_WEIGHTS
+from ..propagation.region import MaskFiles, Region
 from ..propagation.result import FORWARD
 from ..propagation.settings import poisson_weights
 from ..propagation.sequence import DIRECTION_MODES, check_settings, iter_chain
@@ -140,6 +141,10 @@ class SegmentJob:
         source: where to read the video instead of ``index.path`` (its bytes, for workers that cannot see
             the path); ``None`` reads the path.
         chunk: frames per step of a streamed segment.
+        region: the segment's masks in local numbering (:meth:`propagation.region.MaskFiles.segment` or
+            :meth:`propagation.region.Region.segment`), or ``None`` to restyle the whole frame. The files are
+            read where the job runs (a Ray worker on
+            another machine needs them at the same path).
     """
 
     index: FrameIndex
@@ -148,6 +153,11 @@ class SegmentJob:
     settings: SegmentSettings
     source: Source | None = None
     chunk: int = STREAM_CHUNK
+    region: MaskFiles | Region | None = None
+
+    def alpha(self) -> Callable[[int], np.ndarray] | None:
+        """``alpha(local index)`` → ``[H,W]`` compositing weight, or ``None`` without a region."""
+        return None if self.region is None else self.region.alpha
 
     @property
     def frame_count(self) -> int:
@@ -191,12 +201,12 @@ def _held(job: SegmentJob, tick: Tick) -> Iterator[np.ndarray]:
         errors = np.empty((len(chain.targets), *frames.shape[1:3]), np.float32)
         steps = iter_chain(lambda index: frames[index].numpy(), job.styles[chain.key], chain.key, chain.targets,
                            flow.between, settings.params, settings.weights, settings.temporal_nnf_init,
-                           settings.backend, settings.inpaint_radius)
+                           settings.backend, settings.inpaint_radius, job.alpha())
         for row, (image, error) in enumerate(steps):
             images[row], errors[row] = image, error
             tick()
         candidates.add(chain.direction, chain.targets, images, errors)
-    yield from _blended(job, candidates, flow, tick)
+    yield from _blended(job, candidates, flow, tick, lambda index: frames[index].numpy())
     _remove_flow_entry(flow)
 
 
@@ -267,18 +277,23 @@ def _streamed(job: SegmentJob, tick: Tick) -> Iterator[np.ndarray]:
     try:
         steps = iter_chain(stream.frame, job.styles[chain.key], chain.key, chain.targets, stream.between,
                            settings.params, settings.weights, settings.temporal_nnf_init, settings.backend,
-                           settings.inpaint_radius)
-        yield from _blended(job, _StreamedCandidates(chain, steps, tick), None, tick)
+                           settings.inpaint_radius, job.alpha())
+        yield from _blended(job, _StreamedCandidates(chain, steps, tick), None, tick, stream.frame)
     finally:
         stream.close()
 
 
-def _blended(job: SegmentJob, candidates, flow: FlowPairs | None, tick: Tick) -> Iterator[np.ndarray]:
+def _blended(job: SegmentJob, candidates, flow: FlowPairs | None, tick: Tick,
+             source: Callable[[int], np.ndarray]) -> Iterator[np.ndarray]:
+    """The blended frames as uint8; with a region, composited over the source frames (``source(local)``)."""
     plan, settings = job.plan, job.settings
     blended = blend_segment(candidates, flow, plan.local(plan.previous_key), plan.local(plan.next_key),
                             plan.local_frames, settings.histogram, settings.poisson, settings.poisson_weights)
-    for image, _ in blended:
-        yield to_uint8(torch.from_numpy(image)).numpy()
+    for frame, (image, _) in zip(plan.local_frames, blended):
+        image = torch.from_numpy(image)
+        if job.region is not None:
+            image = composite_region(image, torch.from_numpy(source(frame)), job.region.alpha(frame))
+        yield to_uint8(image).numpy()
         tick()
 
 

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from ..common.errors import input_error
+from ..common.errors import NodeFix, input_error
 from . import ray_task
 from .executors import RAY_SOURCES, Finished, SegmentFunction
 from .job import SegmentJob
@@ -56,7 +56,9 @@ def import_ray():
         import ray
     except ImportError as error:
         raise input_error("executor", "Ray installed, for executor 'ray'", f"no module ray ({error})",
-                          ["pip install ray", "use executor 'local'"]) from None
+                          ["pip install ray", NodeFix("install it into the Python that runs ComfyUI "
+                                                      "(python -m pip install ray) and restart ComfyUI"),
+                           "set executor to local"]) from None
     return ray
 
 

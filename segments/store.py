@@ -34,9 +34,10 @@ def segment_key(job: SegmentJob) -> str:
     plan = job.plan
     chains = [[chain.key, chain.direction, list(chain.targets)] for chain in plan.chains]
     styles = {str(key): style for key, style in sorted(job.styles.items())}
+    region = [] if job.region is None else ["region", job.region.key_parts(range(len(plan.loaded)))]
     return cache.content_key("segment", STORE_VERSION, job.index.fingerprint, job.index.widgets,
                              [plan.start, plan.stop, plan.frames.start, plan.frames.stop], chains, styles,
-                             job.settings.pixel_parts())
+                             job.settings.pixel_parts(), *region)
 
 
 class SegmentStore:

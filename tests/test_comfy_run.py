@@ -32,7 +32,14 @@ CORE_NODES = {
                                               "end_percent": ["FLOAT", {"default": 1.0}]},
                                  "optional": {"vae": ["VAE", {}]}},
                                 ["CONDITIONING", "CONDITIONING"], ["positive", "negative"], "Apply ControlNet"),
+    "MaskComposite": ({"required": {"destination": ["MASK", {}], "source": ["MASK", {}],
+                                    "x": ["INT", {"default": 0, "min": 0}], "y": ["INT", {"default": 0, "min": 0}],
+                                    "operation": [["multiply", "add", "subtract", "and", "or", "xor"], {}]}},
+                      ["MASK"], ["MASK"], "MaskComposite"),
     "PreviewImage": ({"required": {"images": ["IMAGE", {}]}}, [], [], "Preview Image"),
+    "SolidMask": ({"required": {"value": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0}],
+                                "width": ["INT", {"default": 512, "min": 1}],
+                                "height": ["INT", {"default": 512, "min": 1}]}}, ["MASK"], ["MASK"], "SolidMask"),
     "SaveImage": ({"required": {"images": ["IMAGE", {}], "filename_prefix": ["STRING", {"default": "ComfyUI"}]}},
                   [], [], "Save Image"),
 }
@@ -142,8 +149,21 @@ class TestWorkflows:
         assert renderer["first_keyframe_only"] is True and "flow" not in renderer
         assert by_title(prompt, "Save Anchor")["class_type"] == "SaveImage"
 
+    def test_masked_workflow_carries_one_mask_into_the_propagation(self, object_info):
+        prompt = load("rerender_masked.json", object_info)
+        ids = {node["_meta"]["title"]: node_id for node_id, node in prompt.items()}
+        carried = by_title(prompt, "Rerender Propagate Mask")
+        assert carried["inputs"]["mask"] == [ids["First-frame mask"], 0]
+        assert carried["inputs"]["flow"] == [ids["Rerender Estimate Flow"], 0]
+        propagate = by_title(prompt, "Rerender EbSynth Propagate")["inputs"]
+        assert propagate["mask"] == [ids["Rerender Propagate Mask"], 0]
+        assert propagate["mask_grow"] == 8 and propagate["feather"] == 8
+        box = by_title(prompt, "First-frame mask")["inputs"]
+        assert (box["x"], box["y"], box["operation"]) == (55, 5, "add")
+
     def test_thumbnails_next_to_the_workflows(self):
-        for name in ("rerender_video", "rerender_first_keyframe", "rerender_long_video", "rerender_video_sdxl"):
+        for name in ("rerender_video", "rerender_first_keyframe", "rerender_long_video", "rerender_masked",
+                     "rerender_video_sdxl"):
             assert (WORKFLOWS / f"{name}.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
 
 

@@ -1,5 +1,6 @@
 """The long-video nodes: keyframes-only loading, streaming Keyframe Selection, keyframe-pair flow, the Keyframe
-Renderer on just the keyframes, and Rerender Propagate to Video (equal, bit for bit, to the in-RAM node chain).
+Renderer on just the keyframes, and Rerender Propagate to Video (equal, bit for bit, to the in-RAM node chain; its
+executor widgets: the same file on a local one-CPU Ray, progress and Cancel there, widget-named errors).
 
 Data: the bundled Megamind.avi at 128 px wide. Frames 70–109 hold a scene cut (source frame 98, loaded 28).
 The nodes run outside ComfyUI (folders redirected to the test's own); the integration test that runs the same
@@ -8,7 +9,10 @@ chain in a real ComfyUI is in tests/test_long_video_integration.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import socket
+import sys
 
 import av
 import numpy as np
@@ -17,9 +21,10 @@ import torch
 
 from rerender_video.benchmarks._anchor_protocol import stylize_rgb
 from rerender_video.common import cache
+from rerender_video.common.errors import InputError
 from rerender_video.common.keyframes import uniform
 from rerender_video.flow.pairs import keyframe_to_keyframe_pairs
-from rerender_video.nodes import _comfy
+from rerender_video.nodes import _comfy, propagate_video
 from rerender_video.nodes import video as video_nodes
 from rerender_video.nodes.blend import RerenderTemporalBlend
 from rerender_video.nodes.flow import RerenderEstimateFlow
@@ -28,6 +33,8 @@ from rerender_video.nodes.keyframes import RerenderKeyframeSelection
 from rerender_video.nodes.propagate import RerenderEbSynthPropagate
 from rerender_video.nodes.propagate_video import RerenderPropagateToVideo
 from rerender_video.propagation.settings import BLEND, PROPAGATE
+from rerender_video.segments import engine, executors
+from rerender_video.segments.executors import EXECUTOR_SETTINGS
 
 WIDTH = 128
 #: A short synthesis schedule (not the defaults, so a setting lost on the way to the engine shows).
@@ -245,3 +252,195 @@ def test_node_definitions(folders):
     before = RerenderPropagateToVideo.IS_CHANGED(video_path="Megamind.avi")
     (input_dir / "Megamind.avi").touch()
     assert RerenderPropagateToVideo.IS_CHANGED(video_path="Megamind.avi") != before  # a changed source runs again
+
+
+# --- where segments run: the executor widgets ------------------------------------------------------------------
+
+def test_executor_widgets_are_generated_from_the_executor_settings(monkeypatch):
+    optional = RerenderPropagateToVideo.INPUT_TYPES()["optional"]
+    # optional inputs after the required ones, so saved workflows keep their widget order; the region inputs last
+    assert list(optional) == ["video_info", *(one.name for one in EXECUTOR_SETTINGS), "mask", "mask_grow", "feather"]
+    assert optional["executor"] == (["local", "ray"], {"default": "local", "tooltip": EXECUTOR_SETTINGS[0].tooltip})
+    for one in EXECUTOR_SETTINGS:
+        kind, options = optional[one.name]
+        assert options["default"] == one.default and options["tooltip"] == one.tooltip
+        assert kind == (list(one.choices) if one.choices else one.kind)
+    assert optional["cpus_per_task"][1]["min"] == 1 and optional["gpus_per_task"][1]["step"] == 0.25
+    # Generated, not copied: a changed declaration changes the widget.
+    changed = tuple(dataclasses.replace(one, default=3, tooltip="Three.") if one.name == "cpus_per_task" else one
+                    for one in EXECUTOR_SETTINGS)
+    monkeypatch.setattr(propagate_video, "EXECUTOR_SETTINGS", changed)
+    assert RerenderPropagateToVideo.INPUT_TYPES()["optional"]["cpus_per_task"] == (
+        "INT", {"default": 3, "min": 1, "max": 256, "tooltip": "Three."})
+
+
+#: 13 frames of one shot (30–42) at 128 px: keyframes 0, 6, 12, two segments.
+SMALL = dict(frame_load_cap=13, skip_first_frames=30, custom_width=WIDTH)
+
+
+@pytest.fixture
+def small_run(folders):
+    """``small_run(**executor_widgets)``: the node on :data:`SMALL` (inputs loaded once, before the test patches
+    progress or interruption); returns the written file."""
+    info = video_nodes.RerenderVideoInfoPath().info("Megamind.avi", **SMALL)[0]
+    images = video_nodes.RerenderLoadVideoPath().load("Megamind.avi", **SMALL)[0]
+    keyframes = uniform(images.shape[0], 6)
+    stylized = styled(images[list(keyframes.indices)])
+
+    def run(**executor_widgets) -> str:
+        result = RerenderPropagateToVideo().propagate(stylized, keyframes, video_info=info,
+                                                      filename_prefix="small/video", **settings_widgets(),
+                                                      **executor_widgets)
+        return result["result"][0]
+
+    return run
+
+
+def test_the_default_executor_is_the_local_one_built_as_the_propagate_command_builds_it(small_run, monkeypatch):
+    made = []
+    make = executors.make_executor
+
+    def spy(**values):
+        made.append(values)
+        return make(**values)
+
+    monkeypatch.setattr(executors, "make_executor", spy)
+    monkeypatch.setitem(sys.modules, "ray", None)  # the local run needs no Ray
+    without_widgets = decoded(small_run())
+    assert made == [{one.name: one.default for one in EXECUTOR_SETTINGS}] and made[0]["executor"] == "local"
+    with_defaults = decoded(small_run(**{one.name: one.default for one in EXECUTOR_SETTINGS}))
+    assert made[1] == made[0]
+    assert without_widgets.shape == (13, 88, WIDTH, 3) and np.array_equal(without_widgets, with_defaults)
+
+
+def test_a_missing_ray_is_refused_naming_the_executor_widget_and_the_install(folders, small_run, monkeypatch):
+    _, output_dir = folders
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.setattr(engine, "prepare_video", lambda *a, **k: pytest.fail("work started before the check"))
+    with pytest.raises(InputError) as raised:
+        small_run(executor="ray")
+    message = str(raised.value)
+    assert message.startswith("executor: Expected Ray installed, for executor 'ray', Got: no module ray"), message
+    assert "pip install ray" in message and "restart ComfyUI" in message and "set executor to local" in message
+    assert not list(output_dir.rglob("*.mp4"))
+
+
+def test_executor_values_outside_the_declaration_are_refused_naming_the_widget(small_run):
+    with pytest.raises(InputError, match="^executor: Expected one of \\('local', 'ray'\\), Got: 'dask'"):
+        small_run(executor="dask")
+
+
+def test_the_executor_is_closed_however_the_run_ends(small_run, monkeypatch):
+    closed = []
+    local = executors.LocalExecutor()
+    local.close = lambda: closed.append(True)
+    monkeypatch.setattr(executors, "make_executor", lambda **values: local)
+    small_run()
+    monkeypatch.setattr(_comfy, "check_interrupted", lambda: (_ for _ in ()).throw(RuntimeError("Cancel pressed")))
+    with pytest.raises(RuntimeError, match="Cancel"):
+        small_run()
+    assert closed == [True, True]  # a Ray executor shuts down the Ray it started (RayExecutor.close)
+
+
+# --- the node on Ray: a local Ray with one CPU (one task at a time), started as tests/test_segments_ray.py does;
+# the node's executor joins it. Skipped without Ray.
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray():
+    return pytest.importorskip("ray")
+
+
+def test_an_unreachable_ray_address_is_refused_naming_the_widget_before_any_work(folders, small_run, ray,
+                                                                                 monkeypatch):
+    _, output_dir = folders
+    if ray.is_initialized():
+        ray.shutdown()
+    monkeypatch.setattr(engine, "prepare_video", lambda *a, **k: pytest.fail("work started before the check"))
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(InputError) as raised:
+        small_run(executor="ray", ray_address=address)
+    message = str(raised.value)
+    assert message.startswith(f"ray_address: Expected a running Ray cluster, Got: {address}"), message
+    assert "leave ray_address empty to start a local Ray" in message
+    assert not ray.is_initialized() and not list(output_dir.rglob("*.mp4"))
+
+
+@pytest.fixture(scope="module")
+def one_cpu_ray(ray):
+    """A local Ray with one CPU; the node's executor joins it (and so leaves it running)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def spied_executors(monkeypatch):
+    """The executors the node makes (through executors.make_executor, as the propagate command)."""
+    made = []
+    make = executors.make_executor
+
+    def spy(**values):
+        made.append(make(**values))
+        return made[-1]
+
+    monkeypatch.setattr(executors, "make_executor", spy)
+    return made
+
+
+def test_the_node_on_ray_writes_the_local_executors_file_with_progress(small_run, ray, one_cpu_ray, spied_executors,
+                                                                       monkeypatch, tmp_path):
+    local = small_run()
+    monkeypatch.setenv("RERENDER_CACHE_DIR", str(tmp_path / "fresh"))  # nothing stored: Ray computes each segment
+    monkeypatch.setattr(_comfy, "_comfy_utils", lambda: type("utils", (), {"ProgressBar": FakeBar}))
+    FakeBar.updates = []
+    on_ray = small_run(executor="ray", cpus_per_task=1)
+    (executor,) = [one for one in spied_executors if one.name == "ray"]
+    assert len(executor.task_nodes) == 2  # both segments ran as Ray tasks
+    with open(local, "rb") as a, open(on_ray, "rb") as b:
+        assert a.read() == b.read()
+    frames = decoded(on_ray)
+    assert frames.shape == (13, 88, 128, 3) and np.median([frame.std() for frame in frames]) > 15
+    assert all(total == 13 for _, total, _ in FakeBar.updates) and FakeBar.updates[-1][0] == 13
+    previews = [preview for _, _, preview in FakeBar.updates if preview is not None]
+    assert previews and previews[-1][0] == "JPEG" and previews[-1][1].size == (128, 88)
+    assert not executor._outstanding and ray.is_initialized()  # a Ray the node did not start stays up
+
+
+def test_cancel_stops_the_ray_tasks_and_writes_nothing(folders, small_run, ray, one_cpu_ray, spied_executors,
+                                                       monkeypatch, tmp_path):
+    _, output_dir = folders
+    monkeypatch.setenv("RERENDER_CACHE_DIR", str(tmp_path / "fresh"))
+    checks = []
+
+    def cancel_while_waiting() -> None:  # ComfyUI's Cancel: the interruption point raises
+        checks.append(1)
+        if len(checks) >= 3:
+            raise RuntimeError("Cancel pressed")
+
+    monkeypatch.setattr(_comfy, "check_interrupted", cancel_while_waiting)
+    cancelled, cancel = [], ray.cancel
+
+    def recorded_cancel(ref, **options):
+        cancelled.append(ref)
+        return cancel(ref, **options)
+
+    monkeypatch.setattr(ray, "cancel", recorded_cancel)
+    with pytest.raises(RuntimeError, match="Cancel"):
+        small_run(executor="ray")
+    (executor,) = spied_executors
+    assert cancelled and not executor._outstanding  # the outstanding tasks were cancelled
+    assert not list(output_dir.rglob("*.mp4"))
+
+
+def test_resources_no_node_has_are_refused_naming_the_widget(small_run, one_cpu_ray):
+    with pytest.raises(InputError, match="^cpus_per_task: Expected resources per task that a node of the Ray "
+                                         "cluster has, Got: 8 CPU"):
+        small_run(executor="ray", cpus_per_task=8)
