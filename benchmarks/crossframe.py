@@ -19,6 +19,12 @@ renders are not pictures; the comparison says how far the rough render reaches, 
 
 It also prints the attention feature store size per keyframe at 512×512 for the real SD1.5 layer
 shapes (computed from the shapes, fp16), and the measured REFERENCE size at the benchmark size.
+``--stores-only`` prints just the store sizes, without ComfyUI: SD1.5 at 512×512 and SDXL at 1024×1024
+(20 steps, fp16, cond + uncond) for every ``loose_cfattn`` / ``cfattn_depth`` setting.
+
+SDXL: pass the harness's ``sdxllayout`` checkpoint and ControlNet (``--ckpt tiny_sdxl_sdxllayout.safetensors
+--controlnet tiny_sdxl_sdxllayout_controlnet.safetensors``; it uses the KL VAE, so VAE time is a larger
+share than with TAESD); ``--sampler lcm --scheduler sgm_uniform --steps 4`` measures a few-step run.
 
 Wall time and this process's CPU time are both reported, as ratios to the plain run of the same
 round (median over rounds). On a machine shared with other jobs, run with ``--threads 1``: the CPU
@@ -65,11 +71,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-compare", action="store_true",
                         help="skip the 'early' vs 'full' render comparison (deterministic: it needs no repeat)")
     parser.add_argument("--save-dir", default="", help="write the compared renders there as PNG ('' = do not)")
+    parser.add_argument("--stores-only", action="store_true",
+                        help="print the feature-store sizes (SD1.5 512x512, SDXL 1024x1024) and exit; needs no ComfyUI")
+    parser.add_argument("--cfattn-depth", type=int, default=5, help="cfattn_depth of the timed renders (SDXL)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="interleaved rounds of every measurement; the fastest round of each is reported "
                              "(on a shared machine the slowdowns come from other jobs)")
     args = parser.parse_args()
-    if not args.comfy_root:
+    if not args.comfy_root and not args.stores_only:
         parser.error("set COMFYUI_ROOT or --comfy-root")
     return args
 
@@ -190,8 +199,38 @@ def timed_cpu(function):
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def print_stores() -> None:
+    """Feature-store size per keyframe from the real layer shapes, for every memory setting."""
+    sys.path.insert(0, str(PACK_ROOT.parent))
+    spec = importlib.util.spec_from_file_location("rerender_video", PACK_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(PACK_ROOT)])
+    if "rerender_video" not in sys.modules:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["rerender_video"] = module
+    from rerender_video.keyframe.layout import MAX_DEPTH, SD15_LAYOUT, SDXL_LAYOUT, describe_layers
+
+    print("Cross-frame attention feature store per keyframe (one frame's recorded self-attention inputs), "
+          "computed from the real layer shapes: 20 steps, cond + uncond, fp16.")
+    print(f"  {'model, size':22s} {'setting':32s} {'layers':>6s} {'GB':>6s}   layers")
+    rows = [("SD1.5, 512x512", SD15_LAYOUT, 64, False, 1), ("SD1.5, 512x512", SD15_LAYOUT, 64, True, 1)]
+    rows += [("SDXL, 1024x1024", SDXL_LAYOUT, 128, False, depth) for depth in (1, 2, 3, 5, 8, MAX_DEPTH)]
+    rows += [("SDXL, 1024x1024", SDXL_LAYOUT, 128, True, depth) for depth in (1, 5)]
+    for name, layout, latent, loose, depth in rows:
+        layers = layout.layers(loose, depth)
+        setting = f"loose_cfattn {'on' if loose else 'off'}" + (f", cfattn_depth {depth}" if layout is SDXL_LAYOUT
+                                                                  else "")
+        size = layout.store_bytes(latent, latent, 20, layers) / 1e9
+        print(f"  {name:22s} {setting:32s} {len(layers):6d} {size:6.2f}   {describe_layers(layers)}")
+    print("  A REFERENCE holds the anchor's and the previous keyframe's stores (x2); the Keyframe Renderer peaks "
+          "at about 2 stores + one step while a keyframe records its own. Target: <= 4 GB per keyframe (SDXL, "
+          "default cfattn_depth 5).")
+
+
 def main() -> int:
     args = parse_args()
+    if args.stores_only:
+        print_stores()
+        return 0
     import torch
 
     with torch.inference_mode():  # as ComfyUI's executor runs every node
@@ -269,7 +308,7 @@ def run(args) -> int:
                     denoise=args.denoise, cross_start=0.0, cross_end=1.0, warp_start=0.0, warp_end=0.1,
                     mask_start=0.5, mask_end=0.8, ada_start=0.8, ada_end=1.0, mask_strength=0.5,
                     inner_strength=0.9, smooth_boundary=True, loose_cfattn=False, style_update_freq=1,
-                    pixel_fusion=True)
+                    pixel_fusion=True, cfattn_depth=args.cfattn_depth)
 
     def render_all(index, reference=None, resume=True, rough="full", **changes):
         return sampler_node.sample(model, *conds[index], vae, images, index, reference=reference, flow=flow,

@@ -40,3 +40,14 @@ def check_allocation(item_bytes: int, count: int, what: str, input_name: str,
     fits = max(budget // max(item_bytes, 1), 0)
     raise input_error(input_name, f"{what} that fit in memory ({budget / 2**30:.1f} GiB usable, {fits} items fit)",
                       f"{count} items needing {needed / 2**30:.1f} GiB", list(fixes))
+
+
+def device_free_bytes(device) -> int:
+    """Free memory of ``device`` in bytes: the GPU's free memory for a CUDA device, else :func:`available_bytes`."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    return available_bytes()

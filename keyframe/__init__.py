@@ -18,12 +18,14 @@ Modules:
 * :mod:`.settings`    the settings of the keyframe stage (sampling, constraints, ``E*``), declared once;
 * :mod:`.plan`        what a keyframe reads and runs (steps, flow pairs), and the FLOW check;
 * :mod:`.render`      one keyframe: pass 1 → fused image → ``E*`` → pass 2 (resumed);
+* :mod:`.layout`      which decoder layers take cross-frame attention, by latent resolution (SD1.5, SDXL);
+* :mod:`.latent`      the model's latent scale and shift;
 * :mod:`.loop`        every keyframe in order, with the REFERENCE hand-over and the disk cache.
 
 The method as implemented, with the paper's sections and the deliberate differences from the
 reference code: ``keyframe/ALGORITHM.md``.
 
 Latent space: every latent here is in the *model's* space, the space ComfyUI's samplers work in
-(``LATENT["samples"]`` after ``latent_format.process_in``, i.e. raw VAE latent × 0.18215 for SD1.5),
-where a noisy latent is ``x = x̂0 + σ·ε``. See :mod:`.render` for why.
+(``LATENT["samples"]`` after ``latent_format.process_in``, i.e. raw VAE latent × 0.18215 for SD1.5,
+× 0.13025 for SDXL; :mod:`.latent`), where a noisy latent is ``x = x̂0 + σ·ε``. See :mod:`.render` for why.
 """

@@ -1,7 +1,8 @@
 """Style-aware cross-frame attention (paper §4.1.1, Eq. 6; ``keyframe/ALGORITHM.md`` §3).
 
-In the decoder self-attention layers of the UNet (SD1.5 ``output_blocks`` 3–11; "loose" mode
-6–11), the keys and values of the frame being rendered come from the **anchor** frame's and the
+In the decoder self-attention layers of the UNet chosen by latent resolution (:mod:`.layout`: SD1.5
+``output_blocks`` 3–11, "loose" 6–11; SDXL 0–5, "loose" 3–5, up to ``cfattn_depth`` layers per block),
+the keys and values of the frame being rendered come from the **anchor** frame's and the
 **previous keyframe's** self-attention inputs recorded at the same sampling step and the same CFG
 branch, concatenated on the token axis: ``K = W_K·[v_anchor; v_prev]``, ``V = W_V·[v_anchor; v_prev]``.
 The current frame's own tokens are *not* included. Queries stay the current frame's.
@@ -17,9 +18,10 @@ Storing ``n`` (not K/V) is equivalent, because K/V are re-projected by the same 
 
 The :class:`FeatureStore` keys every record explicitly by ``(step, branch, block)`` — sampled-step
 index (:class:`~keyframe.windows.StepClock`), CFG branch (0 = cond, 1 = uncond, from ComfyUI's
-``transformer_options["cond_or_uncond"]``) and output-block number — never by call order (the
-reference's call-order cursor broke when the step count changed, ALGORITHM.md §10 item 3). Records are fp16
-(half the reference's fp32) and go to the CPU when the GPU is short of memory.
+``transformer_options["cond_or_uncond"]``) and layer id (output block and transformer index,
+:func:`~keyframe.layout.layer_id`) — never by call order (the reference's call-order cursor broke when the step
+count changed, ALGORITHM.md §10 item 3). Records are fp16 (half the reference's fp32) and stay on the model's
+device while they fit (:func:`common.memory.device_free_bytes`), in RAM otherwise.
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from typing import Container, Iterable
 import torch
 
 from ..common.errors import input_error
+from ..common.memory import device_free_bytes
+from .layout import DEFAULT_DEPTH, SD15_LAYOUT, UNetLayout, layer_id, layer_name
 from .windows import StepClock, StepWindow
 
 #: SD1.5 decoder blocks with a self-attention layer (1280, 640 and 320 channels, 3 each).
-DECODER_BLOCKS: tuple[int, ...] = tuple(range(3, 12))
+DECODER_BLOCKS: tuple[int, ...] = SD15_LAYOUT.layers(loose=False)
 #: "Loose" cross-frame attention (reference PR #62): only the 640- and 320-channel layers.
-LOOSE_BLOCKS: tuple[int, ...] = tuple(range(6, 12))
+LOOSE_BLOCKS: tuple[int, ...] = SD15_LAYOUT.layers(loose=True)
 
 #: Share of the free GPU memory (measured at the first record) that records may occupy on the GPU.
 DEVICE_BUDGET_FRACTION = 0.25
@@ -42,14 +46,15 @@ DEVICE_BUDGET_FRACTION = 0.25
 Key = tuple[int, int, int]
 
 
-def attention_blocks(loose: bool) -> tuple[int, ...]:
-    """Output-block numbers whose self-attention is replaced (``loose`` → 6–11, else 3–11).
+def attention_blocks(loose: bool, layout: UNetLayout = SD15_LAYOUT, depth: int = DEFAULT_DEPTH) -> tuple[int, ...]:
+    """Layer ids whose self-attention is replaced (:meth:`keyframe.layout.UNetLayout.layers`; SD1.5:
+    ``loose`` → output blocks 6–11, else 3–11).
 
     Example:
         >>> attention_blocks(True)
         (6, 7, 8, 9, 10, 11)
     """
-    return LOOSE_BLOCKS if loose else DECODER_BLOCKS
+    return layout.layers(loose, depth)
 
 
 class FeatureStore:
@@ -89,8 +94,7 @@ class FeatureStore:
         if self.offload == "cpu" or tokens.device.type != "cuda":
             return torch.device("cpu")
         if self._device_budget is None:
-            free, _ = torch.cuda.mem_get_info(tokens.device)
-            self._device_budget = int(free * DEVICE_BUDGET_FRACTION)
+            self._device_budget = int(device_free_bytes(tokens.device) * DEVICE_BUDGET_FRACTION)
         size = tokens.numel() * torch.finfo(self.dtype).bits // 8
         if self._device_bytes + size <= self._device_budget:
             self._device_bytes += size
@@ -159,23 +163,17 @@ class FeatureStore:
 
 
 def store_bytes(latent_height: int, latent_width: int, steps: int, blocks: Iterable[int] = DECODER_BLOCKS,
-                branches: int = 2, bytes_per_value: int = 2,
-                channels: tuple[int, int, int] = (1280, 640, 320)) -> int:
-    """Size of one :class:`FeatureStore` for the real SD1.5 layer shapes, computed from the shapes.
+                branches: int = 2, bytes_per_value: int = 2, layout: UNetLayout = SD15_LAYOUT) -> int:
+    """Size of one :class:`FeatureStore` for a UNet's real layer shapes (SD1.5 by default), from the shapes.
 
-    Output blocks 3–5 run at latent/4 with 1280 channels, 6–8 at latent/2 with 640, 9–11 at the
-    latent resolution with 320 (the SD1.5 UNet's decoder).
+    SD1.5: output blocks 3–5 run at latent/4 with 1280 channels, 6–8 at latent/2 with 640, 9–11 at
+    the latent resolution with 320; SDXL: :data:`keyframe.layout.SDXL_LAYOUT`.
 
     Example:
         >>> round(store_bytes(64, 64, 20) / 1e6)  # 512×512, 20 steps, cond+uncond, fp16
         551
     """
-    total = 0
-    for block in blocks:
-        level = 2 - (block - 3) // 3  # blocks 3–5: level 2 (÷4), 6–8: level 1 (÷2), 9–11: level 0
-        tokens = (latent_height >> level) * (latent_width >> level)
-        total += tokens * channels[(block - 3) // 3]
-    return total * branches * steps * bytes_per_value
+    return layout.store_bytes(latent_height, latent_width, steps, tuple(blocks), branches, bytes_per_value)
 
 
 class CrossFrameAttention:
@@ -183,12 +181,12 @@ class CrossFrameAttention:
 
     Called by ComfyUI's ``BasicTransformerBlock`` as ``n, context, value = patch(n, context, value,
     extra_options)``, with ``n`` ``[chunks·F, N, C]`` the normed hidden states of the batch
-    (chunks = one per entry of ``extra_options["cond_or_uncond"]``) and ``extra_options["block"]``
-    = ``("output", number)``.
+    (chunks = one per entry of ``extra_options["cond_or_uncond"]``), ``extra_options["block"]``
+    = ``("output", number)`` and ``extra_options["block_index"]`` the transformer layer in the block.
 
     Args:
         clock: maps ``extra_options["sigmas"]`` to the sampled-step index.
-        blocks: output-block numbers to act on (:func:`attention_blocks`).
+        blocks: layer ids to act on (:func:`attention_blocks`; SD1.5: the output-block numbers).
         window: steps on which K/V are replaced (``cross_period``; recording ignores it).
         replay: ``(anchor_store, previous_store)`` to read K/V sources from, or ``None`` (anchor
             pass: plain self-attention). When both are the same store (the first keyframe after
@@ -219,6 +217,7 @@ class CrossFrameAttention:
         self.discard = discard
         self.discard_limit = discard_limit
         self.calls = 0  # patched calls that replaced K/V (for tests and diagnostics)
+        self.applied: list[int] = []  # steps on which K/V were replaced
         self._cache: dict[tuple, torch.Tensor] = {}
         self._cache_step: int | None = None
 
@@ -229,9 +228,10 @@ class CrossFrameAttention:
 
     def __call__(self, n: torch.Tensor, context: torch.Tensor, value: torch.Tensor, extra_options: dict):
         block = extra_options.get("block")
-        if block is None or block[0] != "output" or int(block[1]) not in self.blocks:
+        if block is None or block[0] != "output":
             return n, context, value
-        if extra_options.get("block_index", 0) != 0:  # SD1.5 has one transformer block per layer
+        layer = layer_id(int(block[1]), int(extra_options.get("block_index", 0) or 0))
+        if layer not in self.blocks:
             return n, context, value
         step = self.clock.index(extra_options["sigmas"])
         branches = list(extra_options.get("cond_or_uncond") or [0])
@@ -241,13 +241,15 @@ class CrossFrameAttention:
             for chunk, branch in enumerate(branches):
                 if branch not in seen:  # several conds of one branch (areas): keep the first
                     seen.add(branch)
-                    self.record.put(step, branch, block[1], n[chunk * frames:(chunk + 1) * frames])
+                    self.record.put(step, branch, layer, n[chunk * frames:(chunk + 1) * frames])
         if self.replay is None or not self.window.contains(step, self.clock.total):
             return n, context, value
-        sources = [self._source(step, branch, int(block[1]), n) for branch in branches]
+        sources = [self._source(step, branch, layer, n) for branch in branches]
         sources = [s.expand(frames, -1, -1) if s.shape[0] == 1 else s for s in sources]
         kv = torch.cat(sources, dim=0)
         self.calls += 1
+        if not self.applied or self.applied[-1] != step:
+            self.applied.append(step)
         return n, kv, kv
 
     def _source(self, step: int, branch: int, block: int, like: torch.Tensor) -> torch.Tensor:
@@ -270,8 +272,8 @@ class CrossFrameAttention:
         if tokens is None:
             branch_name = "cond" if branch == 0 else "uncond"
             raise input_error(
-                "reference", f"{what} features for step {step}, {branch_name} branch, output block {block}",
+                "reference", f"{what} features for step {step}, {branch_name} branch, {layer_name(block)}",
                 f"a REFERENCE holding steps {store.steps()}, branches {store.branches()}",
                 ["render the anchor with the same steps, denoise, scheduler and cfg (cfg 1 records no "
-                 "uncond branch)", "use the same loose_cfattn and cross window as the anchor"])
+                 "uncond branch)", "use the same loose_cfattn, cfattn_depth and cross window as the anchor"])
         return tokens

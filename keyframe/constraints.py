@@ -131,8 +131,12 @@ class KeyframeConstraints(SamplerHooks):
     @property
     def sampler_function(self):
         """:func:`~keyframe.sampler.sample_ddim` bound to these hooks (a k-diffusion sampler function)."""
+        return self.sampler()
+
+    def sampler(self, lcm: bool = False):
+        """:func:`~keyframe.sampler.sample_ddim` bound to these hooks, DDIM or (``lcm``) LCM steps."""
         def sample(model, x, sigmas, extra_args=None, callback=None, disable=None, **_):
-            return sample_ddim(model, x, sigmas, extra_args, callback, disable, hooks=self)
+            return sample_ddim(model, x, sigmas, extra_args, callback, disable, hooks=self, lcm=lcm)
         return sample
 
     # --- x̂0 edits (post-CFG) ---------------------------------------------------------------

@@ -250,14 +250,16 @@ def pixel_fusion_step(x: torch.Tensor, eps_prev: torch.Tensor, sigma: float, tar
 
 
 def step_noise(seed: int, step: int, shape: torch.Size | tuple, device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:
+               dtype: torch.dtype = torch.float32, stream: int = 0) -> torch.Tensor:
     """Seeded Gaussian noise for pixel fusion at ``step``: the same whether pass 2 ran from step 0 or
     was resumed (the reference draws "fresh" noise from the global RNG, which a resume cannot replay).
+    ``stream`` separates other users of per-step noise (1: the LCM steps, :mod:`.sampler`).
 
     Example:
         >>> torch.equal(step_noise(1, 11, (2, 2)), step_noise(1, 11, (2, 2)))
         True
     """
-    generator = torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + 7919 * (step + 1)) % 2 ** 63)
+    generator = torch.Generator(device="cpu").manual_seed(
+        (int(seed) * 1_000_003 + 7919 * (step + 1) + 104_729 * int(stream)) % 2 ** 63)
     return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device, dtype)
 

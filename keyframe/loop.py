@@ -115,10 +115,13 @@ class LoopResult:
     infos: list[dict] = field(default_factory=list)
 
     def summary(self) -> dict:
-        """JSON-ready summary: indices, what was rendered / read from the cache, the resume point."""
+        """JSON-ready summary: indices, what was rendered / read from the cache, the resume point, and per
+        rendered keyframe the sampled steps each constraint acted on (``constraint_steps``)."""
         return {"indices": list(self.indices), "rendered": list(self.rendered), "cached": list(self.cached),
                 "resumed_after": self.resumed_after, "cache": bool(self.keys),
-                "seconds": {str(info["frame"]): round(float(info.get("seconds", 0.0)), 3) for info in self.infos}}
+                "seconds": {str(info["frame"]): round(float(info.get("seconds", 0.0)), 3) for info in self.infos},
+                "constraint_steps": {str(info["frame"]): info["constraint_steps"] for info in self.infos
+                                     if "constraint_steps" in info}}
 
 
 # --------------------------------------------------------------------------- cache keys

@@ -31,6 +31,7 @@ import torch
 from ..common.errors import input_error
 from .adain import channel_stats
 from .attention import FeatureStore
+from .layout import describe_layers, split_layer
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,13 @@ class ReferenceState:
         """Raise unless the stores hold every (step, branch, block) cross-frame attention will read."""
         missing_blocks = sorted(set(blocks) - set(self.blocks))
         if missing_blocks:
-            raise input_error("loose_cfattn", f"output blocks the REFERENCE recorded ({list(self.blocks)})",
-                              f"a request for blocks {missing_blocks}",
-                              "use the anchor's loose_cfattn setting, or re-render the anchor with it off")
+            recorded = {split_layer(layer)[0] for layer in self.blocks}
+            deeper = all(split_layer(layer)[0] in recorded for layer in missing_blocks)
+            raise input_error("cfattn_depth" if deeper else "loose_cfattn",
+                              f"attention layers the REFERENCE recorded ({describe_layers(self.blocks)})",
+                              f"a request for {describe_layers(missing_blocks)}",
+                              "use the anchor's loose_cfattn and cfattn_depth settings (or a smaller cfattn_depth), "
+                              "or re-render the anchor with them")
         missing_branches = sorted(set(branches) - set(self.branches))
         if missing_branches:
             raise input_error("cfg", "the CFG branches the anchor was rendered with",

@@ -37,8 +37,8 @@ step keeps the source latent noised to that step's σ and the render is the sour
 The model is reached through a :class:`ModelAdapter`; ComfyUI's lives in ``nodes/_keyframe_adapter.py``.
 
 Latent space (every latent here): the model's space — what ComfyUI's samplers see, raw VAE latents
-after ``latent_format.process_in`` (×0.18215 for SD1.5) — because the σ-space mixing of pixel fusion
-(``x̃ + σ·z``) is only right where ``x = x̂0 + σ·ε`` holds. ``E*`` (affine) and AdaIN (per-channel
+after the latent format's scale (×0.18215 for SD1.5, ×0.13025 for SDXL; :mod:`.latent`) — because the σ-space
+mixing of pixel fusion (``x̃ + σ·z``) is only right where ``x = x̂0 + σ·ε`` holds. ``E*`` (affine) and AdaIN (per-channel
 affine-invariant) give the same result in either space; warps are linear.
 
 Deliberate differences from the reference code (``keyframe/ALGORITHM.md`` §10 lists them with reasons):
@@ -67,9 +67,10 @@ from ..common.checks import check_image_batch
 from ..common.errors import input_error
 from ..common.masks import FEATHER, MASK_GROW, check_mask, warn_if_empty
 from ..flow.warp import warp_hwc
-from .attention import CrossFrameAttention, FeatureStore, attention_blocks
+from .attention import CrossFrameAttention, FeatureStore
 from .constraints import ColourGuide, KeyframeConstraints, PixelGuide, ShapeGuide
 from .fidelity import fidelity_encode
+from .layout import SD15_LAYOUT
 from .fusion import (check_latent_size, flat_region, fused_reference_image, inpainting_validity, latent_flow,
                      latent_validity, soft_occlusion)
 from .plan import KeyframePlan, check_flow
@@ -87,7 +88,9 @@ class ModelAdapter(Protocol):
         seed: the noise seed (the same noise for every keyframe and both passes).
         branches: CFG branches each step evaluates: ``(0,)`` at cfg 1, else ``(0, 1)``.
         supports_step_hooks: True when :meth:`sample` runs ``constraints.sampler_function``
-            (DDIM/Euler): needed by pixel-aware fusion and the pass-2 resume.
+            (DDIM/Euler/LCM): needed by pixel-aware fusion and the pass-2 resume.
+        unet_layout: the UNet's decoder (:class:`~keyframe.layout.UNetLayout`); an adapter without
+            it is taken as SD1.5.
     """
 
     sigmas: torch.Tensor
@@ -325,7 +328,7 @@ def _plan(adapter: ModelAdapter, reference: ReferenceState, flow: Any, settings:
           previous_index: int | None, resume: bool, release_reference: bool) -> _Plan:
     clock = StepClock(sigmas)
     steps = KeyframePlan(settings, clock.total, bool(resume))
-    blocks = attention_blocks(settings.loose_cfattn)
+    blocks = _layers(adapter, settings)
     reference.check_frame_size(frame_size)
     reference.check_schedule(sigmas)
     if steps.cross_steps:
@@ -333,7 +336,7 @@ def _plan(adapter: ModelAdapter, reference: ReferenceState, flow: Any, settings:
     anchor_index = reference.anchor_index if anchor_index is None or anchor_index < 0 else int(anchor_index)
     previous_index = reference.previous_index if previous_index is None or previous_index < 0 else int(previous_index)
     if steps.pixel_steps and not adapter.supports_step_hooks:
-        raise input_error("sampler_name", "ddim or euler (the deterministic loop pixel-aware fusion edits)",
+        raise input_error("sampler_name", "ddim, euler or lcm (the pack's loop, whose latent pixel-aware fusion edits)",
                           getattr(adapter, "sampler_name", "a sampler without step hooks"),
                           ["choose ddim (the default)", "or switch pixel_fusion off"])
     check_flow(flow, steps.flow_pairs(anchor_index, previous_index, frame_index), frame_size)
@@ -358,6 +361,28 @@ def _plan(adapter: ModelAdapter, reference: ReferenceState, flow: Any, settings:
                  soft_anchor=soft_anchor)
 
 
+def _layers(adapter: ModelAdapter, settings: ConstraintSettings) -> tuple[int, ...]:
+    """The layer ids cross-frame attention acts on for this adapter's UNet (``keyframe/layout.py``)."""
+    layout = getattr(adapter, "unet_layout", None) or SD15_LAYOUT
+    return layout.layers(settings.loose_cfattn, settings.cfattn_depth)
+
+
+def constraint_steps(info: dict) -> dict[str, list[int]]:
+    """Steps on which each constraint acted in one keyframe's render (from its ``info``), for reports.
+
+    Keys: ``cross_attention``, ``shape_fusion``, ``pixel_fusion``, ``adain``; a step counts once even
+    when both passes ran it.
+    """
+    names = {"shape": "shape_fusion", "pixel": "pixel_fusion", "adain": "adain"}
+    steps: dict[str, set[int]] = {"cross_attention": set(), **{name: set() for name in names.values()}}
+    for key in ("applied_pass1", "applied_pass2"):
+        for name, applied in (info.get(key) or {}).items():
+            steps[names[name]].update(applied)
+    for key in ("cross_pass1", "cross_pass2"):
+        steps["cross_attention"].update(info.get(key) or ())
+    return {name: sorted(found) for name, found in steps.items()}
+
+
 def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, control: Any,
                   progress: Callable | None, region: _Region | None = None) -> KeyframeResult:
     """Pass 1 → rough render → fused image → ``E*`` → pass 2 (resumed), for a keyframe after the anchor."""
@@ -379,10 +404,12 @@ def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, cont
                                 stop_step=split if early else None, region=_guide(region))
     latent1 = adapter.sample(source, pass1, control, counter)
     info["applied_pass1"] = pass1.applied
+    info["cross_pass1"] = _cross_applied(pass1)
     info["steps_pass1"] = counter.done
     if split is None:
         image = _image(region, adapter.decode(latent1))
         info["steps_run"] = counter.done
+        info["constraint_steps"] = constraint_steps(info)
         previous = store1.freeze() if plan.update_due else reference.previous_features
         return KeyframeResult(latent1, image, _next_reference(plan, image, previous), info=info)
 
@@ -398,7 +425,9 @@ def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, cont
                                 region=_guide(region))
     latent2 = adapter.sample(source, pass2, control, counter)
     info["applied_pass2"] = pass2.applied
+    info["cross_pass2"] = _cross_applied(pass2)
     info["steps_run"] = counter.done
+    info["constraint_steps"] = constraint_steps(info)
     image = _image(region, adapter.decode(latent2))
     if plan.update_due:
         previous = FeatureStore.merged(store1, store2, split) if resume else store2.freeze()
@@ -406,6 +435,11 @@ def _render_later(adapter: ModelAdapter, plan: _Plan, source: torch.Tensor, cont
         previous = reference.previous_features
     return KeyframeResult(latent2, image, _next_reference(plan, image, previous), rough_image=rough,
                           fused_image=fused, info=info)
+
+
+def _cross_applied(hooks: KeyframeConstraints) -> list[int]:
+    """The steps on which cross-frame attention replaced K/V in one pass."""
+    return list(hooks.attention.applied) if hooks.attention is not None else []
 
 
 def _pixel_guide(adapter: ModelAdapter, plan: _Plan, rough: torch.Tensor
@@ -434,7 +468,7 @@ def _render_anchor(adapter: ModelAdapter, frame_index: int, frame_size: tuple[in
                    progress: Callable | None, region: _Region | None = None) -> KeyframeResult:
     """One pass that records the anchor's features and x̂0 trajectory → a new REFERENCE."""
     clock = StepClock(sigmas)
-    blocks = attention_blocks(settings.loose_cfattn)
+    blocks = _layers(adapter, settings)
     store = FeatureStore(settings.feature_dtype, settings.offload)
     attention = CrossFrameAttention(clock, blocks, settings.cross_period, record=store,
                                     record_steps=set(settings.cross_period.steps(clock.total)))
@@ -451,7 +485,8 @@ def _render_anchor(adapter: ModelAdapter, frame_index: int, frame_size: tuple[in
         anchor_features=store, previous_features=store, anchor_x0=hooks.x0_trajectory,
         anchor_render=render, previous_render=render)
     info = {"passes": 1, "steps_planned": clock.total, "steps_run": counter.done, "anchor": True,
-            "recorded_features": len(store)}
+            "recorded_features": len(store), "feature_bytes": store.nbytes,
+            "constraint_steps": constraint_steps({})}
     return KeyframeResult(final, image, reference, info=info)
 
 

@@ -19,6 +19,12 @@ own samplers re-derive the direction from the edited x̂0, which damps every edi
 
 ComfyUI's schedules end at σ = 0, so the last step returns x̂0; the reference's last step lands at
 ``ᾱ(0)``, σ ≈ 0.029 — a negligible difference.
+
+LCM (``lcm=True``, ComfyUI's ``lcm`` sampler for LCM/Hyper/Lightning/Turbo models): the step is
+``x_next = x̂0 + σ_next·z_s`` with fresh noise ``z_s``, seeded per step (:func:`lcm_noise`, from
+``extra_args["seed"]``) instead of drawn from one running generator, so a pass resumed at any step
+reproduces a full one bit for bit. The hooks see ``z_s`` as the step's ``ε̂`` (``x_next = x̂0 +
+σ_next·ε̂`` holds), which is what pixel-aware fusion takes as the noise part of the latent.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+
+#: Noise stream of the LCM steps (pixel-aware fusion's per-step noise is stream 0).
+LCM_NOISE_STREAM = 1
 
 
 @dataclass
@@ -85,10 +94,17 @@ def sdedit_start(latent: torch.Tensor, noise: torch.Tensor, sigma: float | torch
     return latent + noise * sigma
 
 
+def lcm_noise(seed: int, step: int, like: torch.Tensor) -> torch.Tensor:
+    """The seeded noise ``z_s`` an LCM step adds (shaped, placed and typed like ``like``)."""
+    from .fusion import step_noise
+
+    return step_noise(seed, step, like.shape, like.device, like.dtype, stream=LCM_NOISE_STREAM)
+
+
 @torch.no_grad()
 def sample_ddim(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None,
                 callback: Callable | None = None, disable: bool | None = None,
-                hooks: SamplerHooks | None = None) -> torch.Tensor:
+                hooks: SamplerHooks | None = None, lcm: bool = False) -> torch.Tensor:
     """Deterministic DDIM (η = 0) in σ-space with per-step hooks; a k-diffusion sampler function.
 
     Args:
@@ -100,6 +116,7 @@ def sample_ddim(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_ar
         callback: k-diffusion callback, called with ``{"x", "i", "sigma", "sigma_hat", "denoised"}``.
         disable: unused (k-diffusion progress-bar flag).
         hooks: per-step hooks (:class:`SamplerHooks`).
+        lcm: LCM steps (``x_next = x̂0 + σ_next·z_s``, module docstring) instead of DDIM.
 
     Returns:
         The final latent ``[B,4,h,w]`` (with ``hooks.stop_step``: the latent at the start of that step).
@@ -122,6 +139,8 @@ def sample_ddim(model: Callable, x: torch.Tensor, sigmas: torch.Tensor, extra_ar
         x = hooks.before_step(i, x, sigma)
         denoised = model(x, sigma * s_in, **extra_args)
         eps = hooks.epsilon(i, x, sigma, denoised)
+        if lcm and float(sigmas[i + 1]) > 0:
+            eps = lcm_noise(int(extra_args.get("seed") or 0), i, x)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         x = denoised + sigmas[i + 1] * eps

@@ -20,6 +20,7 @@ import torch
 
 from ..common.settings import check_values, declare, field_values, setting, settings_field
 from .fidelity import DEFAULT_STRENGTH, DEFAULT_THRESHOLD
+from .layout import DEFAULT_DEPTH, MAX_DEPTH
 from .windows import ADA_PERIOD, CROSS_PERIOD, MASK_PERIOD, WARP_PERIOD, StepWindow, window, window_settings
 
 #: Values of ``ConstraintSettings.rough_render`` (``keyframe/ALGORITHM.md`` §6).
@@ -33,8 +34,9 @@ CFG = declare("cfg", 7.5, "Classifier-free guidance scale (reference 7.5).", min
               round=0.01)
 SAMPLER_NAME = declare(
     "sampler_name", "ddim",
-    "ddim (default) and euler run the pack's deterministic DDIM loop (eta 0 = Euler in sigma-space): every "
-    "constraint works, and pass 2 resumes from pass 1. Any other ComfyUI sampler works for the anchor and for "
+    "ddim (default) and euler run the pack's deterministic DDIM loop (eta 0 = Euler in sigma-space), lcm (LCM, "
+    "Hyper-SD, Lightning, Turbo models at 4-8 steps) the same loop with LCM steps: every constraint works, and pass 2 "
+    "resumes from pass 1. Any other ComfyUI sampler works for the anchor and for "
     "cross-frame attention, AdaIN and shape-aware fusion (they hook the model), but not for pixel-aware fusion "
     "(it edits the latent between steps): switch pixel_fusion off to use one.", kind="COMBO")
 SCHEDULER = declare("scheduler", "ddim_uniform",
@@ -86,6 +88,9 @@ class ConstraintSettings:
             x̂0 there; one plain run's model steps in all) or ``"full"`` (pass 1 to the end, the paper's).
         feature_dtype: storage dtype of attention features (fp16).
         offload: feature storage, ``"auto"``, ``"cpu"`` or ``"device"`` (:class:`FeatureStore`).
+        cfattn_depth: transformer layers per decoder block that take cross-frame attention (the first
+            ones; SDXL's 1/4-resolution blocks have 10, its 1/2 ones 2, SD1.5's one): memory against
+            consistency.
 
     Raises:
         InputError: a value outside its setting's range or choices, naming the input.
@@ -115,9 +120,9 @@ class ConstraintSettings:
                                          "direction is kept inside valid regions (reference 0.9).",
                                     min=0.5, max=1.0, step=0.01)
     smooth_boundary: bool = setting(True, "Soften the fusion at occlusion-mask boundaries (reference default on).")
-    loose_cfattn: bool = setting(False, "Cross-frame attention only in the 640/320-channel decoder layers (output "
-                                        "blocks 6-11): closer to the input video, less ghosting. Keep the anchor's "
-                                        "setting.")
+    loose_cfattn: bool = setting(False, "Cross-frame attention only in the decoder layers at 1/2 and 1/1 of the "
+                                        "latent resolution (SD1.5 output blocks 6-11, SDXL 3-5): closer to the input "
+                                        "video, less ghosting. Keep the anchor's setting.")
     style_update_freq: int = setting(1, "Update the 'previous' attention reference every N keyframes (counts "
                                         "keyframes, not frames). Larger = less error accumulation, staler style.",
                                      min=1, max=1000)
@@ -128,6 +133,11 @@ class ConstraintSettings:
     feature_dtype: torch.dtype = torch.float16
     offload: str = "auto"
     rough_render: str = setting("early", ROUGH_RENDER_TOOLTIP, choices=ROUGH_RENDERS)
+    cfattn_depth: int = setting(
+        DEFAULT_DEPTH, "SDXL: how many transformer layers of each decoder block take cross-frame attention (its "
+        "1/4-resolution blocks have 10, its 1/2 ones 2). More = more consistent keyframes and a larger feature store "
+        "per keyframe (1024x1024, 20 steps: about 0.9 GB at 1, 2.8 GB at 5, 4.4 GB at 10). SD1.5 has one layer per "
+        "block: no effect. Keep the anchor's setting.", min=1, max=MAX_DEPTH)
 
     def __post_init__(self) -> None:
         if not self.mask_period.strict:

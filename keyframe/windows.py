@@ -17,6 +17,14 @@ Inclusive / strict, as in the reference (``keyframe/ALGORITHM.md`` §2):
 A window with ``start > end`` is empty (that is how a constraint is switched off, as in the
 reference's web UI). Comparisons allow 1e-6 of float slack, so ``20·0.1`` counts as 2.
 
+Few steps (``S ≤ FEW_STEPS`` = 8: LCM, Lightning, Hyper-SD, Turbo): a window that is open (``start <
+end``, or ``start = end`` for an inclusive one) and starts before the end of sampling (``start < 1``)
+but holds no step by the rule above acts on exactly one step: the step whose span
+``[s/S, (s+1)/S)`` holds ``start`` — one later for a strict window (it acts after its start) —
+at most ``S−1``. So every constraint the user left on acts at least once: at ``S = 4`` the default
+AdaIN window ``0.8–1`` (``3.2 ≤ s ≤ 4``, no step) acts on step 3. ``(1, 1)``, the reference's way of
+switching AdaIN off, stays off. At ``S > 8`` nothing changes.
+
 Defaults at ``S = 20``: cross 0–19, shape fusion 0–2, pixel fusion 11–15, AdaIN 16–19.
 """
 
@@ -30,6 +38,8 @@ from ..common.errors import input_error
 from ..common.settings import Setting, declare
 
 _SLACK = 1e-6
+#: Up to this many sampled steps, an open window that holds no step acts on its nearest one.
+FEW_STEPS = 8
 #: Bounds of a window's ends: fractions of the sampled steps.
 FRACTION_RANGE = (0.0, 1.0)
 #: Widget step of a window's ends.
@@ -47,6 +57,8 @@ class StepWindow:
         [11, 12, 13, 14, 15]
         >>> StepWindow(1.0, 0.0).steps(20)
         []
+        >>> StepWindow(0.8, 1.0).steps(4), StepWindow(1.0, 1.0).steps(4)  # few steps: nearest step
+        ([3], [])
     """
 
     start: float
@@ -58,18 +70,31 @@ class StepWindow:
         """False when ``start > end`` (the constraint is switched off)."""
         return self.start <= self.end
 
-    def contains(self, step: int, total: int) -> bool:
-        """True if sampled step ``step`` (0-based, of ``total`` sampled steps) is in the window."""
-        if not self.enabled or not 0 <= step < total:
-            return False
+    def _inside(self, step: int, total: int) -> bool:
         low, high = total * self.start, total * self.end
         if self.strict:
             return low + _SLACK < step < high - _SLACK
         return low - _SLACK <= step <= high + _SLACK
 
+    def contains(self, step: int, total: int) -> bool:
+        """True if sampled step ``step`` (0-based, of ``total`` sampled steps) is in the window."""
+        if not self.enabled or not 0 <= step < total:
+            return False
+        if total <= FEW_STEPS:
+            return step in self.steps(total)
+        return self._inside(step, total)
+
     def steps(self, total: int) -> list[int]:
-        """All steps of ``0 … total-1`` in the window, ascending."""
-        return [step for step in range(total) if self.contains(step, total)]
+        """All steps of ``0 … total-1`` in the window, ascending (with the few-step rule of the module
+        docstring at ``total ≤ FEW_STEPS``)."""
+        if not self.enabled:
+            return []
+        found = [step for step in range(total) if self._inside(step, total)]
+        open_window = self.start < self.end or (self.start == self.end and not self.strict)
+        if found or total > FEW_STEPS or not open_window or self.start >= 1 - _SLACK or total < 1:
+            return found
+        step = int(total * self.start + _SLACK) + (1 if self.strict else 0)
+        return [min(step, total - 1)]
 
     def first(self, total: int) -> int | None:
         """The first step in the window, or ``None`` if it is empty at ``total`` steps."""

@@ -17,7 +17,7 @@ from ._keyframe_adapter import sampler_names, scheduler_names
 from ._widgets import widget
 
 #: Constraint settings shown as optional inputs (added after the first release; they go last).
-OPTIONAL_CONSTRAINTS = ("rough_render",)
+OPTIONAL_CONSTRAINTS = ("rough_render", "cfattn_depth")
 
 
 def sampling_widgets() -> dict:

@@ -41,7 +41,7 @@ class RerenderFidelityEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae": ("VAE", {"tooltip": "The VAE to encode with (SD1.5 or any VAE with an 8x latent)."}),
+            "vae": ("VAE", {"tooltip": "The VAE to encode with (SD1.5, SDXL or any VAE with an 8x latent)."}),
             "images": ("IMAGE", {"tooltip": "Images [B,H,W,3]; width and height must be multiples of 8."}),
             "strength": widget(FIDELITY_STRENGTH),
             "threshold": widget(FIDELITY_THRESHOLD),
@@ -74,7 +74,7 @@ class RerenderCrossFrameSampler:
         "there: one plain run's steps in all). Windows are fractions of the sampled steps; "
         "start > end switches a constraint off. Region: connect a mask to restyle only it (grown by mask_grow, "
         "feathered by feather pixels; outside it each step keeps the frame's noised latent, as ComfyUI's noise "
-        "mask does). Model: SD1.5 family. Apply ControlNet to positive and negative upstream with this "
+        "mask does). Model: SD1.5 or SDXL family. Apply ControlNet to positive and negative upstream with this "
         "frame's hint.")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
@@ -91,7 +91,8 @@ class RerenderCrossFrameSampler:
         constraints_required, constraints_optional = constraint_widgets()
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.5-family model (other layouts are refused)."}),
+                "model": ("MODEL", {"tooltip": "An SD1.5- or SDXL-family model (SDXL, Pony, Illustrious, "
+                                               "fine-tunes; SD2, SD3, Flux and video models are refused)."}),
                 "positive": ("CONDITIONING", {"tooltip": "Positive prompt, with this frame's ControlNet applied."}),
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt, with the same ControlNet applied."}),
                 "vae": ("VAE", {"tooltip": "VAE: encodes the frame (SDEdit start), decodes the passes, E* encodes "

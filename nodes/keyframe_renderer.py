@@ -49,7 +49,7 @@ class RerenderKeyframeRenderer:
         "and negative with core Apply ControlNet; connect the per-frame hints (e.g. core Canny of the frames) "
         "to control_images and each keyframe gets its own. Region: connect a mask to restyle only it (grown "
         "by mask_grow, feathered by feather pixels); outside it each step keeps the frame's noised latent, as "
-        "ComfyUI's noise mask does, and the keyframe is the source frame. SD1.5-family models.")
+        "ComfyUI's noise mask does, and the keyframe is the source frame. SD1.5- or SDXL-family models.")
     CATEGORY = CATEGORY
     FUNCTION = "render"
     RETURN_TYPES = ("IMAGE", "STRING", "KEYFRAMES")
@@ -69,7 +69,7 @@ class RerenderKeyframeRenderer:
                 "frames": ("IMAGE", {"tooltip": "The video frames [N,H,W,3] (Rerender Load Video), or just the "
                                                 "keyframes (Load Video with keyframes connected; connect the "
                                                 "same KEYFRAMES here); width and height multiples of 8."}),
-                "model": ("MODEL", {"tooltip": "An SD1.5-family model; LoRAs and other model patches go upstream "
+                "model": ("MODEL", {"tooltip": "An SD1.5- or SDXL-family model; LoRAs and other model patches go upstream "
                                                "(e.g. core Load LoRA)."}),
                 "positive": ("CONDITIONING", {"tooltip": "Positive prompt, with the ControlNet applied (core Apply "
                                                          "ControlNet)."}),

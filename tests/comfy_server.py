@@ -32,6 +32,9 @@ MODEL_RECIPES = {
     ("controlnet", "tiny_sd15_sd15layout_controlnet.safetensors"): ["--preset", "sd15layout", "--no-checkpoint"],
     ("checkpoints", "tiny_sd15_tiny.safetensors"):
         ["--preset", "tiny", "--vae", "taesd", "--name", "tiny_sd15_tiny", "--no-controlnet"],
+    # SDXL block and transformer layout at 320 channels, full CLIP-L + bigG, KL VAE (2.4 GB; ~30 s to make)
+    ("checkpoints", "tiny_sdxl_sdxllayout.safetensors"): ["--preset", "sdxllayout", "--no-controlnet"],
+    ("controlnet", "tiny_sdxl_sdxllayout_controlnet.safetensors"): ["--preset", "sdxllayout", "--no-checkpoint"],
 }
 
 __all__ = ["ComfyServer", "ModelsUnavailable", "RunError", "error_message", "free_port", "link_models",

@@ -76,6 +76,15 @@ def by_title(prompt: dict, title: str) -> dict:
 
 
 class TestWorkflows:
+    def test_sdxl_workflow_converts_with_its_models_and_size(self, object_info):
+        prompt = load("rerender_video_sdxl.json", object_info)
+        renderer = by_title(prompt, "Keyframe Renderer")["inputs"]
+        assert renderer["cfattn_depth"] == 5 and renderer["rough_render"] == "early" and renderer["steps"] == 20
+        checkpoint = next(n for n in prompt.values() if n["class_type"] == "CheckpointLoaderSimple")["inputs"]
+        controlnet = next(n for n in prompt.values() if n["class_type"] == "ControlNetLoader")["inputs"]
+        assert "xl" in checkpoint["ckpt_name"] and "sdxl" in controlnet["control_net_name"]
+        assert by_title(prompt, "Load Video")["inputs"]["custom_width"] == 1024
+
     def test_video_workflow_converts(self, object_info):
         prompt = load("rerender_video.json", object_info)
         renderer = by_title(prompt, "Keyframe Renderer")
@@ -122,7 +131,8 @@ class TestWorkflows:
 
     def test_every_widget_value_has_a_widget(self, object_info):
         # a widget inserted in the middle of a node would shift the saved values: count them
-        for name in ("rerender_video.json", "rerender_first_keyframe.json", "rerender_long_video.json"):
+        for name in ("rerender_video.json", "rerender_first_keyframe.json", "rerender_long_video.json",
+                     "rerender_video_sdxl.json"):
             workflow = json.loads((WORKFLOWS / name).read_text())
             for node in workflow["nodes"]:
                 if node["type"] not in object_info:
@@ -152,7 +162,8 @@ class TestWorkflows:
         assert (box["x"], box["y"], box["operation"]) == (55, 5, "add")
 
     def test_thumbnails_next_to_the_workflows(self):
-        for name in ("rerender_video", "rerender_first_keyframe", "rerender_long_video", "rerender_masked"):
+        for name in ("rerender_video", "rerender_first_keyframe", "rerender_long_video", "rerender_masked",
+                     "rerender_video_sdxl"):
             assert (WORKFLOWS / f"{name}.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
 
 

@@ -254,7 +254,7 @@ class TestBadInputInComfyUI:
         entry = comfy.wait(comfy.queue(prompt), timeout=900)
         assert entry["status"]["status_str"] == "error"
         message = error_message(entry)
-        assert "model: Expected an SD1.5-family MODEL" in message and "attention in output blocks" in message, message
+        assert "model: Expected an SD1.5- or SDXL-family MODEL" in message and "attention in output blocks" in message, message
 
     def test_frames_not_multiple_of_8(self, comfy):
         prompt = _base_prompt(width=252)
@@ -304,9 +304,9 @@ class TestAttentionPatchInComfyUI:
         from rerender_video.keyframe.attention import DECODER_BLOCKS, CrossFrameAttention, FeatureStore
         from rerender_video.keyframe.windows import CROSS_PERIOD, StepClock
 
-        from rerender_video.nodes._keyframe_adapter import check_sd15_model
+        from rerender_video.nodes._keyframe_adapter import check_model
 
-        assert check_sd15_model(unet)["attention_output_blocks"] == list(range(3, 12))
+        assert check_model(unet)["attention_output_blocks"] == list(range(3, 12))
         generator = torch.Generator().manual_seed(0)
         x_anchor = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=generator) * 3
         x_current = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=generator) * 3

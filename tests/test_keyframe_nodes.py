@@ -17,7 +17,7 @@ import torch.nn as nn
 from rerender_video.common.errors import InputError
 from rerender_video.keyframe.settings import ConstraintSettings
 from rerender_video.keyframe.toy import ToyAdapter
-from rerender_video.nodes._keyframe_adapter import check_sd15_model, describe_model, sampler_names, scheduler_names
+from rerender_video.nodes._keyframe_adapter import check_model, describe_model, sampler_names, scheduler_names
 from rerender_video.nodes.crossframe import (NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, RerenderCrossFrameSampler,
                                              RerenderFidelityEncode)
 
@@ -66,23 +66,31 @@ class TestDefinitions:
 
 class TestModelCheck:
     def test_sd15_layout_passes(self):
-        found = check_sd15_model(stand_in_model("SD15", 768, range(3, 12)))
-        assert found["attention_output_blocks"] == list(range(3, 12))
+        found = check_model(stand_in_model("SD15", 768, range(3, 12)))
+        assert found["attention_output_blocks"] == list(range(3, 12)) and found["family"] == "SD1.5"
+        assert found["layout"].layers() == tuple(range(3, 12))
 
-    def test_sdxl_is_refused_naming_what_was_found(self):
-        sdxl = stand_in_model("SDXL", 2048, range(0, 6), output_blocks=9)
-        with pytest.raises(InputError, match=r"model: Expected an SD1.5-family MODEL.*Got: SDXL \(context_dim 2048, "
-                                             r"9 output blocks, attention in output blocks \[0, 1, 2, 3, 4, 5\]"):
-            check_sd15_model(sdxl)
+    def test_sdxl_layout_passes(self):
+        found = check_model(stand_in_model("SDXL", 2048, range(0, 6), output_blocks=9, prediction="V_PREDICTION"))
+        assert found["family"] == "SDXL" and found["layout"].family == "SDXL"
+
+    def test_sd2_is_refused_naming_the_family(self):
+        with pytest.raises(InputError, match=r"model: Expected an SD1.5- or SDXL-family MODEL.*Got: a SD2 model: "
+                                             r"SD20 \(context_dim 1024"):
+            check_model(stand_in_model("SD20", 1024, range(3, 12)))
+
+    def test_modules_that_do_not_match_the_family_are_refused(self):
+        with pytest.raises(InputError, match=r"SD1.5 model: SD15 .*attention in output blocks \[0, 1, 2, 3, 4, 5\]"):
+            check_model(stand_in_model("SD15", 768, range(0, 6), output_blocks=9))
 
     def test_flow_matching_model_is_refused(self):
         with pytest.raises(InputError, match="prediction FLOW"):
-            check_sd15_model(stand_in_model("SD15", 768, range(3, 12), prediction="FLOW"))
+            check_model(stand_in_model("SD15", 768, range(3, 12), prediction="FLOW"))
 
     def test_not_a_model(self):
         assert describe_model("not a model")["config"] == "str"
-        with pytest.raises(InputError, match="Got: str"):
-            check_sd15_model("not a model")
+        with pytest.raises(InputError, match="Got: a not a model model: str"):
+            check_model("not a model")
 
 
 @pytest.fixture(scope="module")

@@ -339,7 +339,7 @@ class TestBadInput:
         images, flow = video
         foreign = ToyAdapter(steps=STEPS, seed=7, step_hooks=False)
         anchor = render_keyframe(foreign, images[:1], 0)  # the anchor needs no step hooks
-        with pytest.raises(InputError, match="sampler_name: Expected ddim or euler"):
+        with pytest.raises(InputError, match="sampler_name: Expected ddim, euler or lcm"):
             render_keyframe(foreign, images[1:2], 1, anchor.reference, flow)
         # Without pixel fusion the model-level constraints still act.
         result = render_keyframe(foreign, images[1:2], 1, anchor.reference, flow,
