@@ -222,10 +222,7 @@ class ComfyModelAdapter:
         positive, negative = control if control is not None else (self.positive, self.negative)
         raw = self.to_raw(latent.cpu())
         noise = comfy.sample.prepare_noise(raw, self.seed)
-        callback = None
-        if on_step is not None:
-            def callback(step, _x0, _x, _total):
-                on_step(step)
+        callback = None if on_step is None else (lambda step, _x0, _x, _total: on_step(step))
         region = getattr(constraints, "region", None)  # ComfyUI's noise mask: the same rule for its own samplers
         noise_mask = None if region is None else region.weight.float().cpu()
         samples = comfy.sample.sample_custom(patched, noise, self.cfg, sampler, self.sigmas.clone(), positive, negative,

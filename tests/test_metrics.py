@@ -23,7 +23,7 @@ from rerender_video.flow.pairs import consecutive_pairs
 from rerender_video.flow.types import FlowPairs
 from rerender_video.flow.warp import warp_hwc
 from rerender_video.metrics.clip import ClipMetrics
-from rerender_video.metrics.consistency import flicker, warp_error
+from rerender_video.metrics.consistency import warp_error
 from rerender_video.metrics.evaluate import evaluate_video
 from rerender_video.metrics.plot import KEYFRAME, plot_report
 from rerender_video.metrics.reference import psnr_ssim
