@@ -1,20 +1,8 @@
-"""Where segment jobs run: the executor interface, the local (in-process) executor and the Ray executor.
+"""Where segment jobs run: the local (in-process) executor, the Ray executor, and the choice between them.
 
-The engine hands an executor the jobs of the segments not yet stored, in frame order, and consumes the
-results in that order, writing each to the store and the video as it comes. An executor needs only
-
-* ``map_ordered(fn, jobs, max_in_flight, progress) → iterator of results in job order``, where a result
-  is an iterable of the segment's uint8 ``[H,W,3]`` frames, and at most ``max_in_flight`` jobs run or
-  wait finished ahead of the one being consumed;
-* ``cancel()``, which stops outstanding work (called when the run ends early: an error, Ctrl-C, Cancel).
-
-``map_ordered`` may also take ``finished(position, frames) → frames``: an executor that finishes segments
-out of order calls it as each arrives (the engine stores the segment there and hands back the stored
-frames), so a driver that dies loses no finished segment.
-
-``fn`` is :func:`segments.job.run_segment` (a module-level function, so it pickles by reference).
-The local executor is a plain generator: one segment at a time, computed lazily as the writer consumes
-its frames, with ``progress`` passed through as the interruption point. The Ray executor
+The engine hands an executor the jobs of the segments not yet stored and consumes the results in frame
+order (the interface and its types: :mod:`segments.executor_interface`). The local executor is a plain
+generator: one segment at a time, computed lazily as the writer consumes its frames, with ``progress`` passed through as the interruption point. The Ray executor
 (:mod:`segments.ray_executor`) runs each job as a Ray task with a bounded number in flight; it calls
 ``progress()`` while it waits, so Ctrl-C and Cancel interrupt it too.
 
@@ -26,22 +14,17 @@ command's options and the Propagate to Video node's widgets are generated from t
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
 from ..common.errors import input_error
 from ..common.settings import Setting, declare
+from .executor_interface import RAY_SOURCES, Executor, Finished, SegmentFunction
 from .job import SegmentJob
-
-SegmentFunction = Callable[..., Iterable[np.ndarray]]
-#: ``finished(position, frames) → frames``: store a segment that arrived (position = index in ``jobs``).
-Finished = Callable[[int, np.ndarray], Iterable[np.ndarray]]
 
 #: Executors that :func:`get_executor` knows by name.
 EXECUTORS = ("local", "ray")
-#: Where Ray workers read the source video from.
-RAY_SOURCES = ("shared_path", "object_store")
 
 EXECUTOR = declare("executor", "local", "Where segments run: local = in this process, one at a time; ray = as Ray "
                                         "tasks on a Ray cluster (pip install ray), several at a time.",
@@ -59,18 +42,6 @@ RAY_SOURCE = declare("ray_source", "shared_path", "How Ray workers get the sourc
                                                   "sends the file's bytes once.", choices=RAY_SOURCES)
 #: The executor settings, in widget / option order.
 EXECUTOR_SETTINGS: tuple[Setting, ...] = (EXECUTOR, RAY_ADDRESS, CPUS_PER_TASK, GPUS_PER_TASK, RAY_SOURCE)
-
-
-class Executor(Protocol):
-    """What the engine needs from an executor (module docstring)."""
-
-    name: str
-
-    def map_ordered(self, fn: SegmentFunction, jobs: Iterable[SegmentJob], max_in_flight: int = 1,
-                    progress: Callable[[], None] | None = None,
-                    finished: Finished | None = None) -> Iterator[Iterable[np.ndarray]]: ...
-
-    def cancel(self) -> None: ...
 
 
 def make_executor(executor: str = EXECUTOR.default, ray_address: str = RAY_ADDRESS.default,

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..common.errors import NodeFix, input_error
 from . import ray_task
-from .executors import RAY_SOURCES, Finished, SegmentFunction
+from .executor_interface import RAY_SOURCES, Finished, SegmentFunction
 from .job import SegmentJob
 
 LOG = logging.getLogger(__name__)
