@@ -47,9 +47,8 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
+from _comfy_in_process import PACK_ROOT, boot_comfy  # this folder is on sys.path when the script runs
 #: Megamind frames used as anchor, keyframe 1 and keyframe 2 (one shot, 10 frames apart).
 FRAMES = (30, 40, 50)
 
@@ -239,27 +238,15 @@ def main() -> int:
 
 def run(args) -> int:
     root = os.path.abspath(args.comfy_root)
-    sys.path.insert(0, root)
     os.chdir(root)
-    import comfy.options
-    comfy.options.enable_args_parsing()
-    sys.argv = [sys.argv[0], "--cpu"] + args.comfy_args.split()
-
-    import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    boot_comfy(root, args.threads, args.comfy_args)
     import comfy.controlnet
     import comfy.model_management
     import comfy.sd
-    import comfy.utils
     import folder_paths
     import nodes
+    import torch
 
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    spec = importlib.util.spec_from_file_location("rerender_cli", PACK_ROOT / "rerender_cli.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    cli.load_pack()
     from rerender_video.tests.keyframe_data import make_flow
     from rerender_video.keyframe.attention import LOOSE_BLOCKS, store_bytes
     from rerender_video.keyframe.plan import KeyframePlan

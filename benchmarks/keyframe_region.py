@@ -21,14 +21,12 @@ The random-weight checkpoint comes from the harness's ``make_tiny_sd15.py --pres
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-PACK_ROOT = Path(__file__).resolve().parents[1]
+from _comfy_in_process import PACK_ROOT, boot_comfy  # this folder is on sys.path when the script runs
 FRAMES = (30, 40)
 
 
@@ -48,23 +46,12 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    sys.path.insert(0, os.path.abspath(args.comfy_root))
-    import comfy.options
-    comfy.options.enable_args_parsing()
-    sys.argv = [sys.argv[0], "--cpu"]
+    boot_comfy(args.comfy_root, args.threads)
+    import comfy.sd
+    import nodes
     import numpy as np
     import torch
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import comfy.sd
-    import comfy.utils
-    import nodes
 
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    spec = importlib.util.spec_from_file_location("rerender_cli", PACK_ROOT / "rerender_cli.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    cli.load_pack()
     from rerender_video.keyframe.render import render_keyframe
     from rerender_video.keyframe.settings import ConstraintSettings
     from rerender_video.nodes._keyframe_adapter import ComfyModelAdapter

@@ -67,3 +67,20 @@ def keyframe_video(path: str | Path, size: int) -> tuple[torch.Tensor, FlowPairs
     frames = megamind_squares(path, (30, 40, 50), size)
     images = torch.from_numpy(np.stack(frames)).float() / 255
     return images, make_flow(frames, [(0, 1), (0, 2), (1, 2)])
+
+
+def write_two_frame_inputs(inputs: Path, megamind_path: str | Path, size: int) -> list[np.ndarray]:
+    """Write what the ComfyUI keyframe integration tests load into ``inputs``: Megamind frames 30 and 40 as
+    ``frame0.png``/``frame1.png`` (``size``² squares), their Canny hints ``hint0.png``/``hint1.png`` and the
+    FLOW of the pair (0, 1) as ``flow.npz``. Returns the two RGB uint8 frames."""
+    frames = megamind_squares(megamind_path, (30, 40), size)
+    for index, frame in enumerate(frames):
+        cv2.imwrite(str(inputs / f"frame{index}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        edges = cv2.Canny(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), 50, 100)
+        cv2.imwrite(str(inputs / f"hint{index}.png"), cv2.cvtColor(edges, cv2.COLOR_GRAY2BGR))
+    forward, backward = dis_flow(frames[0], frames[1]), dis_flow(frames[1], frames[0])
+    np.savez(inputs / "flow.npz", pairs=np.array([[0, 1]]), forward=forward[None], backward=backward[None],
+             occlusion_forward=occlusion(forward, backward)[None],
+             occlusion_backward=occlusion(backward, forward)[None],
+             frame_size=np.array([size, size]), frame_count=np.array(2))
+    return frames

@@ -22,12 +22,10 @@ import shutil
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from rerender_video.tests.comfy_server import ComfyServer, ModelsUnavailable, error_message, make_base
-from rerender_video.tests.keyframe_data import dis_flow, megamind_squares, occlusion
+from rerender_video.tests.keyframe_data import write_two_frame_inputs
 from rerender_video.tests.test_crossframe_integration import FLOW_FIXTURE, SAMPLER_DEFAULTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -64,16 +62,7 @@ def comfy(comfyui_root, megamind_path, tmp_path_factory):
                          {"rerender_test_flow": FLOW_FIXTURE})
     except ModelsUnavailable as error:
         pytest.skip(str(error))
-    inputs = base / "input"
-    frames = megamind_squares(megamind_path, (30, 40), SIZE)
-    for index, frame in enumerate(frames):
-        cv2.imwrite(str(inputs / f"frame{index}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        edges = cv2.Canny(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), 50, 100)
-        cv2.imwrite(str(inputs / f"hint{index}.png"), cv2.cvtColor(edges, cv2.COLOR_GRAY2BGR))
-    forward, backward = dis_flow(frames[0], frames[1]), dis_flow(frames[1], frames[0])
-    np.savez(inputs / "flow.npz", pairs=np.array([[0, 1]]), forward=forward[None], backward=backward[None],
-             occlusion_forward=occlusion(forward, backward)[None], occlusion_backward=occlusion(backward, forward)[None],
-             frame_size=np.array([SIZE, SIZE]), frame_count=np.array(2))
+    write_two_frame_inputs(base / "input", megamind_path, SIZE)
     server = ComfyServer(Path(comfyui_root), base)
     yield server
     server.stop()
