@@ -145,7 +145,9 @@ class VideoRun:
         Args:
             progress: optional ``progress(done_frames, preview)`` after each written frame (``preview``: that
                 frame as IMAGE ``[H,W,3]`` float32), and ``progress(done_frames)`` after each synthesized
-                frame; it may raise to interrupt (finished segments stay stored; no file is written).
+                frame and each segment an executor finishes ahead of the writer; ``done_frames`` counts the
+                written frames plus those of segments finished ahead (never decreasing). It may raise to
+                interrupt (finished segments stay stored; no file is written).
 
         Returns:
             The output path, complete.
@@ -158,12 +160,20 @@ class VideoRun:
         pending = [number for number, stored in enumerate(self.stored()) if not stored]
         LOG.info("segment engine: %s", self.describe())
         executor = get_executor(self.executor)
-        written = {"count": 0, "last": None}
+        written = {"count": 0, "last": None, "shown": 0}
         recorded: set[int] = set()
+        ahead: set[int] = set()  # segments finished out of order that the writer has not reached yet
+
+        def done() -> int:
+            """Frames finished: written ones plus those of segments stored ahead of the writer. Never goes back
+            (when the writer reaches a segment counted ahead, its frames were already counted)."""
+            count = written["count"] + sum(len(self.plans[number].frames) for number in ahead)
+            written["shown"] = max(written["shown"], count)
+            return written["shown"]
 
         def tick() -> None:
             if progress is not None:
-                progress(written["count"])
+                progress(done())
 
         def finished(position: int, frames: np.ndarray) -> np.ndarray:
             """Store a segment as it arrives (an executor may finish segments ahead of the writer)."""
@@ -173,6 +183,8 @@ class VideoRun:
                                   {"segment": plan.describe(), "video": self.index.path}):
                 pass
             recorded.add(number)
+            ahead.add(number)
+            tick()
             return store.lookup(self.keys[number], len(plan.frames), size)
 
         results = executor.map_ordered(run_segment, (self.job(self.plans[number]) for number in pending),
@@ -185,6 +197,7 @@ class VideoRun:
                 elif number in pending:
                     plan = self.plans[number]
                     items = next(results)
+                    ahead.discard(number)
                     if number not in recorded:
                         items = store.record(self.keys[number], items, len(plan.frames), size,
                                              {"segment": plan.describe(), "video": self.index.path})
@@ -204,7 +217,7 @@ class VideoRun:
         def on_written(count: int) -> None:
             written["count"] = count
             if progress is not None:
-                progress(count, torch.from_numpy(to_float(written["last"])))
+                progress(done(), torch.from_numpy(to_float(written["last"])))
 
         info, stream = self.index.info, frames()
         try:

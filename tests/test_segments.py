@@ -151,6 +151,34 @@ def test_jobs_pickle_and_run_anywhere_with_the_same_frames(clip, complete, tmp_p
     assert np.array_equal(remote, complete) and executor.cancelled
 
 
+def test_progress_counts_segments_finished_ahead_of_the_writer(clip, complete, tmp_path):
+    """An executor that finishes every segment before handing the first one over (as Ray does when later
+    segments are quicker): progress counts their frames as they finish, never goes back, ends at the total."""
+    class AllAhead:
+        name = "all-ahead"
+
+        def map_ordered(self, fn, jobs, max_in_flight=1, progress=None, finished=None):
+            jobs = list(jobs)
+            results = [np.stack(list(fn(job))) for job in jobs]
+            stored = {position: finished(position, frames) for position, frames in reversed(list(enumerate(results)))}
+            for position in range(len(jobs)):
+                yield stored[position]
+
+        def cancel(self):
+            pass
+
+    reports = []
+    keyframes = uniform(FRAMES, 12)
+    got = by_engine(clip, keyframes, SegmentSettings(FAST), tmp_path / "ahead.mp4", executor=AllAhead(),
+                    progress=lambda done, preview=None: reports.append((done, preview is not None)))
+    assert np.array_equal(got, complete)
+    counts = [done for done, _ in reports]
+    assert counts == sorted(counts) and counts[-1] == FRAMES
+    ahead = [done for done, written in reports if not written]
+    # keyframe 0 written, then each of the five segments counted as it finished, before any of its frames was written
+    assert ahead == [1 + 11 * finished for finished in range(1, 6)]
+
+
 # --- resume ------------------------------------------------------------------------------------------------------
 
 class Stop(Exception):
