@@ -67,11 +67,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Index the video, check everything, then propagate and blend segment by segment into the mp4."""
     from ..common.cache import check_writable
+    from ..common.errors import input_error
     from ..segments.executors import open_executor
     from ..segments.job import SegmentSettings
 
     started = time.perf_counter()
     output = check_writable(args.output or Path.cwd() / f"{args.video.stem}_propagated.mp4")  # before any work
+    if args.mask is not None and not Path(args.mask).expanduser().exists():  # before Ray connects or the video is read
+        raise input_error("mask", "an existing folder of per-frame images, or one image of the first frame", str(args.mask),
+                          "give an existing folder or image file")
     values = vars(args)
     settings = SegmentSettings.from_values(values)
     settings.params.validate()
@@ -102,7 +106,7 @@ def _propagate(args, output, settings, executor, started) -> int:
     run = prepare_video(index, keyframe_images, keyframes, output, settings, crf=args.crf, executor=executor,
                         mask=args.mask, mask_grow=args.mask_grow, feather=args.feather)
     if run.region is not None:
-        kind = "per-frame masks" if len(run.region.files) > 1 else "one static mask"
+        kind = "per-frame masks" if Path(args.mask).is_dir() else "one mask (the first frame's, carried by the optical flow)"
         print(f"region: {kind} from {args.mask}, grown {args.mask_grow} px, feathered {args.feather} px")
     print(f"segments: {run.describe()} (finished segments are kept: an interrupted run resumes)")
     if executor.name == "ray":

@@ -80,10 +80,6 @@ class RegionGuide:
         weight = self.weight.to(edited.device, edited.dtype)
         return before + weight * (edited - before)
 
-    def is_empty(self) -> bool:
-        """True when no latent cell is denoised."""
-        return not bool((self.weight > 0).any())
-
 
 def composite_render(render: torch.Tensor, frame: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The decoded render IMAGE ``[1,H,W,3]`` over the source frame ``[1,H,W,3]``, weight :func:`pixel_weight`."""

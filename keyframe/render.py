@@ -67,7 +67,7 @@ from ..common.checks import check_image_batch
 from ..common.errors import input_error
 from ..common.masks import FEATHER, MASK_GROW, check_mask, warn_if_empty
 from ..flow.warp import warp_hwc
-from .attention import CrossFrameAttention, FeatureStore
+from .attention import CrossFrameAttention, FeatureStore, attention_blocks
 from .constraints import ColourGuide, KeyframeConstraints, PixelGuide, ShapeGuide
 from .fidelity import fidelity_encode
 from .layout import SD15_LAYOUT
@@ -363,8 +363,8 @@ def _plan(adapter: ModelAdapter, reference: ReferenceState, flow: Any, settings:
 
 def _layers(adapter: ModelAdapter, settings: ConstraintSettings) -> tuple[int, ...]:
     """The layer ids cross-frame attention acts on for this adapter's UNet (``keyframe/layout.py``)."""
-    layout = getattr(adapter, "unet_layout", None) or SD15_LAYOUT
-    return layout.layers(settings.loose_cfattn, settings.cfattn_depth)
+    return attention_blocks(settings.loose_cfattn, getattr(adapter, "unet_layout", None) or SD15_LAYOUT,
+                            settings.cfattn_depth)
 
 
 def constraint_steps(info: dict) -> dict[str, list[int]]:

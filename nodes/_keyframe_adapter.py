@@ -224,7 +224,9 @@ class ComfyModelAdapter:
         noise = comfy.sample.prepare_noise(raw, self.seed)
         callback = None if on_step is None else (lambda step, _x0, _x, _total: on_step(step))
         region = getattr(constraints, "region", None)  # ComfyUI's noise mask: the same rule for its own samplers
-        noise_mask = None if region is None else region.weight.float().cpu()
+        # binary: the post-CFG hook has already weighted x̂0 by the feathered weight; ComfyUI's blend with a soft
+        # mask would weight it a second time (w² at the edge), with a binary one it only keeps w = 0 cells the source
+        noise_mask = None if region is None else (region.weight > 0).float().cpu()
         samples = comfy.sample.sample_custom(patched, noise, self.cfg, sampler, self.sigmas.clone(), positive, negative,
                                              raw, noise_mask=noise_mask, callback=callback, disable_pbar=True,
                                              seed=self.seed)

@@ -85,8 +85,9 @@ class Region:
 
     def key_parts(self, indices: Sequence[int]) -> list:
         """What a cache key needs of the region on these frames: their masks and the grow/feather settings."""
-        rows = [0] * len(indices) if self.masks.shape[0] == 1 else list(indices)
-        return [self.masks[rows], self.mask_grow, self.feather]
+        if self.masks.shape[0] == 1:  # one static mask: no copy per frame
+            return [self.masks, len(indices), self.mask_grow, self.feather]
+        return [self.masks[list(indices)], self.mask_grow, self.feather]
 
 
 def read_mask_image(path: Path, name: str) -> np.ndarray:
@@ -135,6 +136,11 @@ class MaskFiles:
     def alpha(self, index: int) -> np.ndarray:
         """Frame ``index``'s compositing weight ``[H,W]`` float32 in [0, 1]."""
         return region_alpha(torch.from_numpy(self.mask(index))[None], self.mask_grow, self.feather)[0].numpy()
+
+    def loaded(self) -> Region:
+        """The same masks read into a :class:`Region` (for a job that runs where these files may not exist)."""
+        masks = np.stack([self.mask(index) for index in range(len(self.files))])
+        return Region(torch.from_numpy(masks), self.mask_grow, self.feather)
 
     def segment(self, start: int, stop: int) -> "MaskFiles":
         """The masks of frames ``start … stop-1``, renumbered from 0 (a segment job's local numbering)."""

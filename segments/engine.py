@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -187,8 +187,10 @@ class VideoRun:
             tick()
             return store.lookup(self.keys[number], len(plan.frames), size)
 
-        results = executor.map_ordered(run_segment, (self.job(self.plans[number]) for number in pending),
-                                       self.max_in_flight, tick, finished)
+        jobs = (self.job(self.plans[number]) for number in pending)
+        if executor.name != "local":  # mask files are the driver's: a worker elsewhere gets the masks themselves
+            jobs = (_with_loaded_masks(job) for job in jobs)
+        results = executor.map_ordered(run_segment, jobs, self.max_in_flight, tick, finished)
 
         def frames() -> Iterator[np.ndarray]:
             for kind, number in output_order(self.keyframes, self.plans):
@@ -227,6 +229,11 @@ class VideoRun:
             stream.close()
             results.close()
             executor.cancel()
+
+
+def _with_loaded_masks(job: SegmentJob) -> SegmentJob:
+    """``job`` with its mask files read into the job (same masks, same frames; the store key is unchanged)."""
+    return replace(job, region=job.region.loaded()) if isinstance(job.region, MaskFiles) else job
 
 
 def _check_disk(run: VideoRun) -> None:

@@ -82,7 +82,7 @@ def mask_files(path: str | Path, index: FrameIndex, mask_grow: int, feather: int
         InputError: a path that does not exist; a folder missing frames; a mask of another size than the
             loaded frames (naming the file). An all-zero mask warns (the output is then the source video).
     """
-    path = Path(path).expanduser()
+    path = Path(path).expanduser().resolve()  # absolute: a Ray worker need not share the working directory
     count, (height, width) = index.frame_count, index.frame_size
     if path.is_dir():
         files = _folder_files(path, count, name)

@@ -45,6 +45,7 @@ STEPS = 3
 FLOW_FIXTURE = r'''
 """Test fixture: loads a flow saved as .npz into the Rerender pack's FlowPairs (FLOW)."""
 import os, sys, importlib
+import numpy as np
 import folder_paths
 
 class RerenderTestLoadFlow:

@@ -154,7 +154,7 @@ def test_cli_masked_run_with_one_carried_mask_writes_the_source_outside(megamind
                  "--search-vote-iters", "2", "--patchmatch-iters", "2", "--mask", str(first), "--mask-grow",
                  str(GROW), "--feather", str(FEATHER), "--crf", "0", "--output", str(output)])
     assert code == 0
-    assert "region: per-frame masks" in capsys.readouterr().out
+    assert "region: one mask (the first frame's, carried by the optical flow)" in capsys.readouterr().out
     with av.open(str(output)) as container:
         written = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     assert written.shape == frames.shape
@@ -173,3 +173,39 @@ def test_cli_names_the_mask_option_in_errors(megamind_path, tmp_path, capsys):
                  "--mask", str(tmp_path / "missing_masks"), "--output", str(tmp_path / "out.mp4")])
     assert code != 0
     assert "--mask" in capsys.readouterr().err
+
+
+def test_a_remote_executor_gets_the_masks_not_the_driver_s_files(clip, tmp_path):
+    """Mask files live on the driver: the jobs a non-local executor gets carry the masks themselves, and the
+    frames (and the segment keys, so a run resumes across executors) are those of the local run."""
+    index, _, keys, folder = clip
+    keyframes = Keyframes((0, COUNT - 1), COUNT)
+
+    class Remote:
+        name = "remote"
+        regions = []
+
+        def map_ordered(self, fn, jobs, max_in_flight=1, progress=None, finished=None):
+            for job in jobs:
+                self.regions.append(type(job.region).__name__)
+                yield np.stack(list(fn(job)))
+
+        def cancel(self):
+            pass
+
+    local = prepare_video(index, keys, keyframes, tmp_path / "local.mp4", SETTINGS, mask=folder)
+    remote = Remote()
+    run = prepare_video(index, keys, keyframes, tmp_path / "remote.mp4", SETTINGS, mask=folder, executor=remote)
+    assert run.keys == local.keys
+    written = [read_frames(index_video(str(one.write())), range(COUNT)) for one in (run, local)]
+    assert remote.regions == ["Region"] * len(run.plans)
+    assert np.array_equal(written[0], written[1])
+
+
+def test_cli_refuses_a_missing_mask_before_reading_the_video(tmp_path, capsys):
+    from rerender_video.cli import main
+
+    code = main(["propagate", str(tmp_path / "no_video.mp4"), str(tmp_path / "no_keys"),
+                 "--mask", str(tmp_path / "missing_masks"), "--output", str(tmp_path / "out.mp4")])
+    err = capsys.readouterr().err
+    assert code != 0 and "--mask: Expected an existing folder of per-frame images, or one image of the first frame" in err
