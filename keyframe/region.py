@@ -12,7 +12,8 @@ A region MASK (1 = restyle) is grown by ``mask_grow`` and feathered by ``feather
   each step's σ with the pass's own start noise (``source + σ_i·z``) and ends at the source latent,
   which is what ComfyUI's noise mask does (``KSamplerX0Inpaint``: model input outside =
   ``source + σ·noise``, model output outside = ``source``). Under ComfyUI the adapter also passes
-  the same weight as ``denoise_mask``, so ComfyUI's own samplers (no step hooks) follow the same rule.
+  the region as a binary ``denoise_mask`` (``w > 0``), so ComfyUI's own samplers keep the source where
+  ``w = 0`` without weighting the feathered cells a second time.
   The cross-frame constraints (attention, AdaIN, shape and pixel fusion) act as without a mask;
   their edits are then overruled outside the region (pixel fusion's latent edit is undone there:
   :meth:`RegionGuide.keep_latent`).

@@ -15,8 +15,8 @@ imports without ComfyUI, so tests can check the model detection on stand-in obje
   ComfyUI's samplers do.
 * Model: :func:`check_model` accepts the SD1.5 and SDXL families and gives the decoder layout that
   cross-frame attention is mapped onto (``keyframe/layout.py``).
-* Region: a keyframe's region (:mod:`keyframe.region`) is passed as ``noise_mask`` (ComfyUI's
-  ``denoise_mask``), so ComfyUI's own samplers keep the source outside it too.
+* Region: a keyframe's region (:mod:`keyframe.region`) is passed as a binary ``noise_mask`` (ComfyUI's
+  ``denoise_mask``, ``w > 0``), so ComfyUI's own samplers keep the source outside it too.
 """
 
 from __future__ import annotations
