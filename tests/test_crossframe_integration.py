@@ -119,21 +119,25 @@ VARIANTS = {
 }
 
 
-def _base_prompt(checkpoint: str = CHECKPOINT, width: int = SIZE) -> dict:
+def _base_prompt(checkpoint: str = CHECKPOINT, width: int = SIZE, controlnet: str = CONTROLNET,
+                 controls: tuple[tuple[str, float], ...] = (("control", 1.0),)) -> dict:
+    """Checkpoint, prompts, ControlNet, the two frames as a batch and, per frame, its hint applied at each of
+    ``controls`` (node name prefix, strength): nodes ``control0``, ``control1``, …; the SDXL test reuses it."""
     prompt = {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
         "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a watercolor painting"}},
         "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "blurry"}},
-        "cnet": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}},
+        "cnet": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": controlnet}},
         "frame0": {"class_type": "LoadImage", "inputs": {"image": "frame0.png"}},
         "frame1": {"class_type": "LoadImage", "inputs": {"image": "frame1.png"}},
         "frames": {"class_type": "ImageBatch", "inputs": {"image1": ["frame0", 0], "image2": ["frame1", 0]}},
     }
     for index in (0, 1):
         prompt[f"hint{index}"] = {"class_type": "LoadImage", "inputs": {"image": f"hint{index}.png"}}
-        prompt[f"control{index}"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
-            "positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cnet", 0], "image": [f"hint{index}", 0],
-            "strength": 1.0, "start_percent": 0.0, "end_percent": 1.0}}
+        for prefix, strength in controls:
+            prompt[f"{prefix}{index}"] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
+                "positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cnet", 0],
+                "image": [f"hint{index}", 0], "strength": strength, "start_percent": 0.0, "end_percent": 1.0}}
     if width != SIZE:
         prompt["scaled"] = {"class_type": "ImageScale", "inputs": {"image": ["frames", 0], "upscale_method": "area",
                                                                    "width": width, "height": SIZE, "crop": "disabled"}}

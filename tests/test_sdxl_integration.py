@@ -26,7 +26,7 @@ import pytest
 
 from rerender_video.tests.comfy_server import ComfyServer, ModelsUnavailable, error_message, make_base
 from rerender_video.tests.keyframe_data import write_two_frame_inputs
-from rerender_video.tests.test_crossframe_integration import FLOW_FIXTURE, SAMPLER_DEFAULTS
+from rerender_video.tests.test_crossframe_integration import FLOW_FIXTURE, SAMPLER_DEFAULTS, _base_prompt
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,22 +83,8 @@ def _save(node: str, name: str) -> dict:
 def run(comfy):
     from safetensors.torch import load_file
 
-    prompt = {
-        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT}},
-        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a watercolor painting"}},
-        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "blurry"}},
-        "cnet": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": CONTROLNET}},
-        "frame0": {"class_type": "LoadImage", "inputs": {"image": "frame0.png"}},
-        "frame1": {"class_type": "LoadImage", "inputs": {"image": "frame1.png"}},
-        "frames": {"class_type": "ImageBatch", "inputs": {"image1": ["frame0", 0], "image2": ["frame1", 0]}},
-        "flow": {"class_type": "RerenderTestLoadFlow", "inputs": {"file": "flow.npz"}},
-    }
-    for index in (0, 1):
-        prompt[f"hint{index}"] = {"class_type": "LoadImage", "inputs": {"image": f"hint{index}.png"}}
-        for name, strength in ((f"control{index}", 1.0), (f"strong{index}", 10.0)):
-            prompt[name] = {"class_type": "ControlNetApplyAdvanced", "inputs": {
-                "positive": ["pos", 0], "negative": ["neg", 0], "control_net": ["cnet", 0],
-                "image": [f"hint{index}", 0], "strength": strength, "start_percent": 0.0, "end_percent": 1.0}}
+    prompt = _base_prompt(CHECKPOINT, controlnet=CONTROLNET, controls=(("control", 1.0), ("strong", 10.0)))
+    prompt["flow"] = {"class_type": "RerenderTestLoadFlow", "inputs": {"file": "flow.npz"}}
     for anchor, settings in (("anchor", DDIM), ("lcm_anchor", LCM)):
         prompt[anchor] = _sampler(settings, 0, "control0")
     for name, (settings, change) in VARIANTS.items():
